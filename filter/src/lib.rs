@@ -1,0 +1,1 @@
+//! citygate filter (placeholder while the skeleton lands).

@@ -1,0 +1,1 @@
+//! citygate host (placeholder).
