@@ -1,0 +1,160 @@
+//! The world as the core sees it. The proxy-wasm shell implements [`Host`]
+//! for Envoy; [`memory::MemoryHost`] implements it in memory so every stage is
+//! unit-tested natively.
+
+use std::time::Duration;
+
+use crate::metrics::Metric;
+
+/// A value read from proxy-wasm shared data, with its compare-and-swap token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedValue {
+    pub bytes: Option<Vec<u8>>,
+    pub cas: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedDataError {
+    /// Another worker wrote the key since we read it.
+    CasMismatch,
+    /// The host refused the write for another reason.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// An outgoing HTTP call through an Envoy cluster (JWKS fetches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// Everything the core needs from the proxy. Kept small on purpose: request
+/// data is passed in as values, not pulled through this trait.
+pub trait Host {
+    /// Wall-clock time in nanoseconds since the Unix epoch, from the proxy's
+    /// clock (tests control it).
+    fn now_unix_nanos(&self) -> u64;
+    /// Shared data is process-wide: every Envoy worker's VM sees it.
+    fn shared_get(&self, key: &str) -> SharedValue;
+    /// With `cas: Some(_)` the write only happens if nobody wrote since that read.
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError>;
+    fn count(&self, metric: Metric, delta: u64);
+    fn record(&self, metric: Metric, value: u64);
+    fn log(&self, level: LogLevel, message: &str);
+    /// Starts an HTTP call; the reply arrives later through the shell.
+    /// Returns the call's token.
+    fn dispatch(&self, callout: &Callout) -> Result<u32, String>;
+}
+
+impl dyn Host + '_ {
+    pub fn now_unix_seconds(&self) -> u64 {
+        self.now_unix_nanos() / 1_000_000_000
+    }
+}
+
+pub mod memory {
+    //! An in-memory [`Host`] for native unit tests.
+
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use super::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+    use crate::metrics::Metric;
+
+    #[derive(Default)]
+    pub struct MemoryHost {
+        pub now_nanos: Cell<u64>,
+        shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        pub counters: RefCell<HashMap<Metric, u64>>,
+        pub histograms: RefCell<HashMap<Metric, Vec<u64>>>,
+        pub logs: RefCell<Vec<(LogLevel, String)>>,
+        pub callouts: RefCell<Vec<Callout>>,
+    }
+
+    impl MemoryHost {
+        pub fn at_unix_seconds(seconds: u64) -> Self {
+            let host = Self::default();
+            host.now_nanos.set(seconds * 1_000_000_000);
+            host
+        }
+
+        pub fn advance_seconds(&self, seconds: u64) {
+            self.now_nanos
+                .set(self.now_nanos.get() + seconds * 1_000_000_000);
+        }
+
+        pub fn counter(&self, metric: Metric) -> u64 {
+            self.counters.borrow().get(&metric).copied().unwrap_or(0)
+        }
+
+        pub fn log_lines(&self) -> Vec<String> {
+            self.logs.borrow().iter().map(|(_, l)| l.clone()).collect()
+        }
+    }
+
+    impl Host for MemoryHost {
+        fn now_unix_nanos(&self) -> u64 {
+            self.now_nanos.get()
+        }
+
+        fn shared_get(&self, key: &str) -> SharedValue {
+            match self.shared.borrow().get(key) {
+                Some((bytes, cas)) => SharedValue {
+                    bytes: Some(bytes.clone()),
+                    cas: Some(*cas),
+                },
+                None => SharedValue::default(),
+            }
+        }
+
+        fn shared_set(
+            &self,
+            key: &str,
+            value: &[u8],
+            cas: Option<u32>,
+        ) -> Result<(), SharedDataError> {
+            let mut shared = self.shared.borrow_mut();
+            let current = shared.get(key).map(|(_, c)| *c);
+            if let (Some(expected), Some(current)) = (cas, current) {
+                if expected != current {
+                    return Err(SharedDataError::CasMismatch);
+                }
+            }
+            let next = current.unwrap_or(0).wrapping_add(1).max(1);
+            shared.insert(key.to_string(), (value.to_vec(), next));
+            Ok(())
+        }
+
+        fn count(&self, metric: Metric, delta: u64) {
+            *self.counters.borrow_mut().entry(metric).or_default() += delta;
+        }
+
+        fn record(&self, metric: Metric, value: u64) {
+            self.histograms
+                .borrow_mut()
+                .entry(metric)
+                .or_default()
+                .push(value);
+        }
+
+        fn log(&self, level: LogLevel, message: &str) {
+            self.logs.borrow_mut().push((level, message.to_string()));
+        }
+
+        fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+            let mut callouts = self.callouts.borrow_mut();
+            callouts.push(callout.clone());
+            Ok(callouts.len() as u32)
+        }
+    }
+}

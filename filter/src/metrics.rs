@@ -1,0 +1,80 @@
+//! Every metric citygate defines. Names follow `citygate_<stage>_<outcome>`
+//! (the contract in DESIGN.md) and appear in Envoy's `/stats/prometheus`.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+macro_rules! metrics {
+    ($($variant:ident => ($name:literal, $kind:ident, $help:literal),)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Metric { $($variant,)* }
+
+        impl Metric {
+            pub const ALL: &'static [Metric] = &[$(Metric::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Metric::$variant => $name,)* }
+            }
+
+            pub fn kind(self) -> MetricKind {
+                match self { $(Metric::$variant => MetricKind::$kind,)* }
+            }
+
+            pub fn help(self) -> &'static str {
+                match self { $(Metric::$variant => $help,)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    RequestsTotal => ("citygate_requests_total", Counter, "requests seen by the filter"),
+    RequestsAllowed => ("citygate_requests_allowed", Counter, "requests forwarded upstream"),
+    RequestsDenied => ("citygate_requests_denied", Counter, "requests answered locally with a denial"),
+    NormalizeRejected => ("citygate_normalize_rejected", Counter, "requests refused because the path or headers could not be normalized safely"),
+    RouteUnmatched => ("citygate_route_unmatched", Counter, "requests for a path no route declares"),
+    AuthAllowed => ("citygate_auth_allowed", Counter, "requests authenticated (or anonymous where allowed)"),
+    AuthDenied => ("citygate_auth_denied", Counter, "requests refused by authentication (401/403)"),
+    AuthUnavailable => ("citygate_auth_unavailable", Counter, "requests refused because keys were not available (503)"),
+    JwtCacheHit => ("citygate_jwt_cache_hit", Counter, "JWTs accepted from the verified-token cache"),
+    JwksFetched => ("citygate_jwks_fetched", Counter, "JWKS documents fetched and accepted"),
+    JwksFetchFailed => ("citygate_jwks_fetch_failed", Counter, "JWKS fetches that failed or returned an unusable document"),
+    RatelimitChecked => ("citygate_ratelimit_checked", Counter, "rate-limit rule checks"),
+    RatelimitLimited => ("citygate_ratelimit_limited", Counter, "requests refused by a rate limit (429)"),
+    RatelimitShadowLimited => ("citygate_ratelimit_shadow_limited", Counter, "would-be refusals of rules in shadow mode"),
+    RatelimitOverflow => ("citygate_ratelimit_overflow", Counter, "requests counted in the overflow bucket because the key cap was reached"),
+    PolicyAllowed => ("citygate_policy_allowed", Counter, "requests the Rego policy allowed"),
+    PolicyDenied => ("citygate_policy_denied", Counter, "requests the Rego policy denied"),
+    PolicyError => ("citygate_policy_error", Counter, "policy evaluations that failed or were undefined (denied)"),
+    PolicyDryRunDenied => ("citygate_policy_dry_run_denied", Counter, "denials not enforced because the policy runs in dry-run mode"),
+    PolicyEvalMicros => ("citygate_policy_eval_us", Histogram, "Rego evaluation time in microseconds"),
+    RedactionResponses => ("citygate_redaction_responses", Counter, "responses rewritten by a redaction profile"),
+    RedactionFields => ("citygate_redaction_fields", Counter, "fields changed by redaction (all actions)"),
+    RedactionRemoved => ("citygate_redaction_removed", Counter, "fields removed by redaction"),
+    RedactionMasked => ("citygate_redaction_masked", Counter, "values masked or replaced by redaction"),
+    RedactionHashed => ("citygate_redaction_hashed", Counter, "values pseudonymized by redaction"),
+    RedactionGeneralized => ("citygate_redaction_generalized", Counter, "values generalized by redaction"),
+    RedactionDetectorHits => ("citygate_redaction_detector_hits", Counter, "PII detector matches inside strings"),
+    RedactionFailedClosed => ("citygate_redaction_failed_closed", Counter, "responses replaced by a 502 because they could not be minimized"),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract_and_are_unique() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        for name in &names {
+            assert!(name.starts_with("citygate_"), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}

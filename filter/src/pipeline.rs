@@ -1,0 +1,385 @@
+//! The request pipeline: normalize → route → authenticate → rate-limit →
+//! authorize, then the response plan for minimization. Each stage hands one
+//! value forward; denials leave through [`crate::deny::reply`] only.
+
+use crate::auth::{AuthOutcome, Authenticator};
+use crate::config::{self, ConfigError, PluginConfig, RouteConfig};
+use crate::decision_log::{DecisionRecord, Outcome};
+use crate::deny::{self, Denial, LocalReply, Stage};
+use crate::host::{Host, LogLevel};
+use crate::identity::Identity;
+use crate::metrics::Metric;
+use crate::normalize::{
+    self, RawRequest, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
+};
+use crate::policy::{PolicyEngine, RequestContext};
+use crate::ratelimit::RateLimiter;
+use crate::redact::Redactor;
+
+/// Changes to the request on its way upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamEdits {
+    pub set_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+    /// A new `:path` (normalized, or with a credential parameter removed).
+    pub path: Option<String>,
+}
+
+impl UpstreamEdits {
+    pub fn merge(&mut self, other: UpstreamEdits) {
+        self.set_headers.extend(other.set_headers);
+        self.remove_headers.extend(other.remove_headers);
+        if other.path.is_some() {
+            self.path = other.path;
+        }
+    }
+}
+
+/// A request that passed authentication and rate limits and waits for the
+/// policy (possibly for its body first).
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub view: RequestView,
+    pub identity: Identity,
+    pub route_index: usize,
+    pub edits: UpstreamEdits,
+    /// Rate-limit headers for the client reply.
+    pub response_headers: Vec<(String, String)>,
+    pub record: DecisionRecord,
+}
+
+/// What happens to the response of a forwarded request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponsePlan {
+    pub add_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+    /// Redaction profiles to apply; empty means the body passes untouched.
+    pub profiles: Vec<String>,
+}
+
+/// A request on its way upstream.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub edits: UpstreamEdits,
+    pub response: ResponsePlan,
+    pub record: DecisionRecord,
+}
+
+/// The compiled configuration: everything per-request work needs, prepared
+/// once in `on_configure`.
+pub struct Gateway {
+    config: PluginConfig,
+    auth: Authenticator,
+    limits: RateLimiter,
+    policy: PolicyEngine,
+    redactor: Redactor,
+}
+
+impl Gateway {
+    pub fn from_json(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::compile(config::parse(bytes, env)?)
+    }
+
+    pub fn compile(config: PluginConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            auth: Authenticator::compile(&config.auth, &config.routes)?,
+            limits: RateLimiter::compile(&config.rate_limits)?,
+            policy: PolicyEngine::compile(config.policy.as_ref())?,
+            redactor: Redactor::compile(&config.redaction, &config.routes)?,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    pub fn route(&self, index: usize) -> Option<&RouteConfig> {
+        self.config.routes.get(index)
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.limits
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn pseudonym_key(&self) -> Option<&[u8]> {
+        self.config
+            .decision_log
+            .pseudonym_key
+            .as_deref()
+            .map(str::as_bytes)
+    }
+
+    /// The single exit for denials: builds the reply, counts and logs it.
+    pub fn deny(&self, denial: &Denial, record: DecisionRecord, host: &dyn Host) -> LocalReply {
+        deny::reply(denial, &self.config.gateway.problem_type_base, record, host)
+    }
+
+    /// Request headers: normalize, route, authenticate, rate-limit.
+    pub fn admit(&self, raw: &RawRequest, host: &dyn Host) -> Result<Admitted, LocalReply> {
+        host.count(Metric::RequestsTotal, 1);
+        let mut record = DecisionRecord::default();
+        let view = match normalize::normalize(raw, &self.config.gateway) {
+            Ok(view) => view,
+            Err(e) => {
+                record.method = header_value(raw, ":method");
+                record.request_id = header_value(raw, "x-request-id");
+                return Err(self.deny(&Denial::bad_request(e.detail()), record, host));
+            }
+        };
+        record.request_id = view.id.clone();
+        record.method = view.method.clone();
+        record.path = view.path.clone();
+        let Some(route_index) = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matcher.matches(&view.method, &view.path))
+        else {
+            return Err(self.deny(&Denial::no_route(), record, host));
+        };
+        let route = &self.config.routes[route_index];
+        record.route = Some(route.name.clone());
+
+        let (identity, auth_edits) =
+            match self
+                .auth
+                .authenticate(&view, route, &self.config.gateway.realm, host)
+            {
+                AuthOutcome::Authenticated(identity, edits) => (identity, edits),
+                AuthOutcome::Denied(denial) => return Err(self.deny(&denial, record, host)),
+            };
+        host.count(Metric::AuthAllowed, 1);
+        record.identify(&identity, self.pseudonym_key());
+
+        let response_headers = match self.limits.check(&view, &identity, route, host) {
+            Ok(headers) => headers,
+            Err(denial) => return Err(self.deny(&denial, record, host)),
+        };
+
+        let mut edits = spoofed_header_removals(&view);
+        edits.merge(auth_edits);
+        if view.upstream_path() != view.raw_path && edits.path.is_none() {
+            edits.path = Some(view.upstream_path());
+        }
+        Ok(Admitted {
+            view,
+            identity,
+            route_index,
+            edits,
+            response_headers,
+            record,
+        })
+    }
+
+    /// How many body bytes the policy wants, when the route buffers bodies.
+    pub fn request_body_limit(&self, admitted: &Admitted) -> Option<usize> {
+        let route = self.route(admitted.route_index)?;
+        route
+            .request_body
+            .buffer
+            .then_some(route.request_body.max_bytes)
+    }
+
+    /// The Rego decision, then the plan for the response.
+    pub fn authorize(
+        &self,
+        admitted: Admitted,
+        body: Option<&[u8]>,
+        body_truncated: bool,
+        host: &dyn Host,
+    ) -> Result<Forwarded, LocalReply> {
+        let Admitted {
+            view,
+            identity,
+            route_index,
+            mut edits,
+            response_headers,
+            mut record,
+        } = admitted;
+        let Some(route) = self.route(route_index) else {
+            return Err(self.deny(&Denial::no_route(), record, host));
+        };
+        let decision = self.policy.authorize(
+            &RequestContext {
+                view: &view,
+                identity: &identity,
+                route,
+                body,
+                body_truncated,
+            },
+            host,
+        );
+        if decision.eval_micros > 0 || !decision.dry_run {
+            record.policy_eval_us = Some(decision.eval_micros);
+        }
+        record.reason = decision.reason.clone();
+        if !decision.allowed {
+            if decision.dry_run {
+                host.count(Metric::PolicyDryRunDenied, 1);
+                record.outcome = Outcome::DryRunDenied;
+                host.log(
+                    LogLevel::Warn,
+                    "citygate: policy dry-run would deny this request",
+                );
+            } else {
+                let mut denial = Denial::new(
+                    decision.http_status.unwrap_or(403),
+                    Stage::Policy,
+                    "policy-denied",
+                    "Forbidden",
+                    "the access policy denies this request",
+                    Metric::PolicyDenied,
+                );
+                denial.headers = decision.headers;
+                denial.body = decision.body;
+                return Err(self.deny(&denial, record, host));
+            }
+        } else {
+            host.count(Metric::PolicyAllowed, 1);
+        }
+        if decision.allowed {
+            edits.set_headers.extend(decision.headers);
+            edits
+                .remove_headers
+                .extend(decision.request_headers_to_remove);
+        }
+        let mut add_headers = response_headers;
+        add_headers.extend(decision.response_headers_to_add);
+        let profiles = self.redactor.profiles_for(route, &decision.redact);
+        host.count(Metric::RequestsAllowed, 1);
+        Ok(Forwarded {
+            edits,
+            response: ResponsePlan {
+                add_headers,
+                remove_headers: self.redactor.response_headers_to_remove(route),
+                profiles,
+            },
+            record,
+        })
+    }
+
+    /// The decision line of a forwarded request, written when its stream ends
+    /// so it can carry the response status and redaction counts.
+    pub fn finish(&self, mut record: DecisionRecord, status: u16, host: &dyn Host) {
+        if self.config.decision_log.enabled {
+            record.status = status;
+            record.emit(host);
+        }
+    }
+}
+
+fn header_value(raw: &RawRequest, name: &str) -> String {
+    raw.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// Identity headers are citygate's to write: whatever a client sent under
+/// those names is dropped before the request goes upstream.
+fn spoofed_header_removals(view: &RequestView) -> UpstreamEdits {
+    let mut edits = UpstreamEdits::default();
+    for (name, _) in &view.headers {
+        let spoofed = name.starts_with(SPOOFABLE_HEADER_PREFIX)
+            || METHOD_OVERRIDE_HEADERS.contains(&name.as_str());
+        if spoofed && !edits.remove_headers.contains(name) {
+            edits.remove_headers.push(name.clone());
+        }
+    }
+    edits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::memory::MemoryHost;
+    use crate::normalize::ConnectionInfo;
+
+    fn gateway(json: &str) -> Gateway {
+        Gateway::from_json(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn get(path: &str, extra: &[(&str, &str)]) -> RawRequest {
+        let mut headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        RawRequest {
+            headers,
+            connection: ConnectionInfo::default(),
+        }
+    }
+
+    const OPEN: &str = r#"{"routes":[{"name":"open","match":{"path_prefix":"/v2"},"auth":{"anonymous":true}},
+        {"name":"closed","match":{"path_prefix":"/admin"}}]}"#;
+
+    #[test]
+    fn undeclared_paths_are_denied_with_404() {
+        let host = MemoryHost::default();
+        let reply = gateway(OPEN).admit(&get("/other", &[]), &host).unwrap_err();
+        assert_eq!(reply.status, 404);
+        assert_eq!(host.counter(Metric::RouteUnmatched), 1);
+    }
+
+    #[test]
+    fn bad_paths_are_denied_with_400() {
+        let host = MemoryHost::default();
+        let reply = gateway(OPEN)
+            .admit(&get("/v2/%2e%2e%2Fadmin", &[]), &host)
+            .unwrap_err();
+        assert_eq!(reply.status, 400);
+    }
+
+    #[test]
+    fn dot_segments_cannot_reach_a_closed_route_through_an_open_one() {
+        let host = MemoryHost::default();
+        let reply = gateway(OPEN)
+            .admit(&get("/v2/../admin", &[]), &host)
+            .unwrap_err();
+        assert_eq!(reply.status, 401);
+    }
+
+    #[test]
+    fn open_route_is_forwarded_with_spoofed_headers_removed_and_path_normalized() {
+        let host = MemoryHost::default();
+        let gw = gateway(OPEN);
+        let admitted = gw
+            .admit(
+                &get(
+                    "/v2//entities",
+                    &[
+                        ("X-Citygate-Subject", "admin"),
+                        ("x-http-method-override", "DELETE"),
+                    ],
+                ),
+                &host,
+            )
+            .unwrap();
+        assert_eq!(admitted.identity, Identity::anonymous());
+        let forwarded = gw.authorize(admitted, None, false, &host).unwrap();
+        assert!(forwarded
+            .edits
+            .remove_headers
+            .contains(&"x-citygate-subject".to_string()));
+        assert!(forwarded
+            .edits
+            .remove_headers
+            .contains(&"x-http-method-override".to_string()));
+        assert_eq!(forwarded.edits.path.as_deref(), Some("/v2/entities"));
+        assert_eq!(host.counter(Metric::RequestsAllowed), 1);
+        gw.finish(forwarded.record, 200, &host);
+        let line = host.log_lines().pop().unwrap();
+        assert!(line.contains("\"outcome\":\"allowed\""), "{line}");
+        assert!(line.contains("\"route\":\"open\""), "{line}");
+    }
+}

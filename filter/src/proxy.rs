@@ -1,0 +1,430 @@
+//! The proxy-wasm shell: adapts Envoy's callbacks to the core and holds the
+//! per-request state machine. Nothing here decides; it moves bytes between
+//! the proxy and [`Gateway`].
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel as ProxyLogLevel, MetricType, Status};
+
+use crate::deny::LocalReply;
+use crate::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+use crate::metrics::{Metric, MetricKind};
+use crate::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
+use crate::pipeline::{Admitted, Forwarded, Gateway, UpstreamEdits};
+use crate::redact::{BodyAction, Minimized};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(ProxyLogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CitygateRoot::default()) });
+}}
+
+/// The [`Host`] as Envoy provides it.
+#[derive(Clone, Default)]
+struct EnvoyHost {
+    metric_ids: Rc<HashMap<Metric, u32>>,
+}
+
+impl Host for EnvoyHost {
+    fn now_unix_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn shared_get(&self, key: &str) -> SharedValue {
+        match hostcalls::get_shared_data(key) {
+            Ok((bytes, cas)) => SharedValue { bytes, cas },
+            Err(_) => SharedValue::default(),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(_) => Err(SharedDataError::Failed),
+        }
+    }
+
+    fn count(&self, metric: Metric, delta: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record(&self, metric: Metric, value: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = hostcalls::record_metric(*id, value);
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Debug => ProxyLogLevel::Debug,
+            LogLevel::Info => ProxyLogLevel::Info,
+            LogLevel::Warn => ProxyLogLevel::Warn,
+            LogLevel::Error => ProxyLogLevel::Error,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+
+    fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+        let headers: Vec<(&str, &str)> = callout
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        hostcalls::dispatch_http_call(
+            &callout.cluster,
+            headers,
+            callout.body.as_deref(),
+            vec![],
+            callout.timeout,
+        )
+        .map_err(|status| {
+            format!(
+                "dispatch to cluster `{}` failed: {status:?}",
+                callout.cluster
+            )
+        })
+    }
+}
+
+fn define_metrics() -> HashMap<Metric, u32> {
+    Metric::ALL
+        .iter()
+        .filter_map(|metric| {
+            let kind = match metric.kind() {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Histogram => MetricType::Histogram,
+            };
+            hostcalls::define_metric(kind, metric.name())
+                .ok()
+                .map(|id| (*metric, id))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct CitygateRoot {
+    gateway: Option<Rc<Gateway>>,
+    host: EnvoyHost,
+}
+
+impl Context for CitygateRoot {}
+
+impl RootContext for CitygateRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.host = EnvoyHost {
+            metric_ids: Rc::new(define_metrics()),
+        };
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let env = |name: &str| std::env::var(name).ok();
+        match Gateway::from_json(&bytes, &env) {
+            Ok(gateway) => {
+                self.gateway = Some(Rc::new(gateway));
+                // Rate-limit buckets are swept on the root context's tick.
+                self.set_tick_period(Duration::from_secs(1));
+                self.host
+                    .log(LogLevel::Info, "citygate: configuration accepted");
+                true
+            }
+            Err(error) => {
+                // Returning false makes Envoy reject the filter: never allow.
+                self.host.log(LogLevel::Error, &error.to_string());
+                self.gateway = None;
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(gateway) = &self.gateway {
+            gateway.rate_limiter().sweep(&self.host);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let gateway = self.gateway.clone()?;
+        Some(Box::new(CitygateHttp {
+            gateway,
+            host: self.host.clone(),
+            request: RequestState::Headers,
+            response: ResponseState::Streaming,
+            status: 0,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Where a request stands. Each variant holds exactly what its phase needs.
+enum RequestState {
+    /// Waiting for the request headers.
+    Headers,
+    /// Admitted; the route buffers the request body for the policy.
+    AwaitingBody {
+        admitted: Box<Admitted>,
+        limit: usize,
+    },
+    /// On its way upstream (or its response on the way back).
+    Forwarded(Box<Forwarded>),
+    /// A local reply was sent; nothing more to do.
+    Answered,
+}
+
+enum ResponseState {
+    /// Headers and body pass (headers possibly edited).
+    Streaming,
+    /// The body is held until its end so it can be minimized.
+    Buffering {
+        max_bytes: usize,
+    },
+    Done,
+}
+
+struct CitygateHttp {
+    gateway: Rc<Gateway>,
+    host: EnvoyHost,
+    request: RequestState,
+    response: ResponseState,
+    status: u16,
+}
+
+impl CitygateHttp {
+    /// The only place that sends a local reply.
+    fn answer(&mut self, reply: LocalReply) -> Action {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.send_http_response(u32::from(reply.status), headers, Some(&reply.body));
+        self.request = RequestState::Answered;
+        self.response = ResponseState::Done;
+        Action::Pause
+    }
+
+    fn raw_request(&self) -> RawRequest {
+        let text = |path: &[&str]| {
+            self.get_property(path.to_vec())
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let mtls = self
+            .get_property(vec!["connection", "mtls"])
+            .is_some_and(|b| b.first() == Some(&1));
+        let peer_certificate = mtls.then(|| PeerCertificate {
+            uri_san: text(&["connection", "uri_san_peer_certificate"]),
+            dns_san: text(&["connection", "dns_san_peer_certificate"]),
+            subject: text(&["connection", "subject_peer_certificate"]),
+        });
+        RawRequest {
+            headers: self.get_http_request_headers(),
+            connection: ConnectionInfo {
+                source: text(&["source", "address"]),
+                destination: text(&["destination", "address"]),
+                protocol: text(&["request", "protocol"]),
+                peer_certificate,
+            },
+        }
+    }
+
+    fn apply_upstream_edits(&self, edits: &UpstreamEdits) {
+        for name in &edits.remove_headers {
+            self.set_http_request_header(name, None);
+        }
+        for (name, value) in &edits.set_headers {
+            self.set_http_request_header(name, Some(value));
+        }
+        if let Some(path) = &edits.path {
+            self.set_http_request_header(":path", Some(path));
+        }
+    }
+
+    fn authorize(&mut self, admitted: Admitted, body: Option<&[u8]>, truncated: bool) -> Action {
+        match self
+            .gateway
+            .authorize(admitted, body, truncated, &self.host)
+        {
+            Ok(forwarded) => {
+                self.apply_upstream_edits(&forwarded.edits);
+                self.request = RequestState::Forwarded(Box::new(forwarded));
+                Action::Continue
+            }
+            Err(reply) => self.answer(reply),
+        }
+    }
+
+    /// The request body is complete (end of stream or trailers).
+    fn finish_request_body(&mut self, body_size: Option<usize>) -> Action {
+        let RequestState::AwaitingBody { admitted, limit } =
+            std::mem::replace(&mut self.request, RequestState::Headers)
+        else {
+            return Action::Continue;
+        };
+        let available = body_size.unwrap_or(usize::MAX);
+        let body = self
+            .get_http_request_body(0, available.min(limit))
+            .unwrap_or_default();
+        let truncated = body_size.map_or(body.len() >= limit, |size| size > limit);
+        self.authorize(*admitted, Some(&body), truncated)
+    }
+
+    /// The response body is complete: minimize it or fail closed.
+    fn finish_response_body(&mut self, body_size: Option<usize>) -> Action {
+        self.response = ResponseState::Done;
+        let body = self
+            .get_http_response_body(0, body_size.unwrap_or(usize::MAX))
+            .unwrap_or_default();
+        let headers = self.get_http_response_headers();
+        let RequestState::Forwarded(forwarded) = &mut self.request else {
+            return Action::Continue;
+        };
+        match self.gateway.redactor().minimize(
+            &forwarded.response.profiles,
+            &headers,
+            &body,
+            &self.host,
+        ) {
+            Ok(Minimized {
+                body: new_body,
+                summary,
+            }) => {
+                forwarded.record.redaction = Some(summary);
+                self.set_http_response_body(0, body.len(), &new_body);
+                Action::Continue
+            }
+            Err(denial) => {
+                let record = forwarded.record.clone();
+                let reply = self.gateway.deny(&denial, record, &self.host);
+                self.answer(reply)
+            }
+        }
+    }
+}
+
+impl Context for CitygateHttp {}
+
+impl HttpContext for CitygateHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let raw = self.raw_request();
+        let admitted = match self.gateway.admit(&raw, &self.host) {
+            Ok(admitted) => admitted,
+            Err(reply) => return self.answer(reply),
+        };
+        match self.gateway.request_body_limit(&admitted) {
+            Some(limit) if !end_of_stream => {
+                self.request = RequestState::AwaitingBody {
+                    admitted: Box::new(admitted),
+                    limit,
+                };
+                // Hold the headers until the body is in: the policy may read it.
+                Action::Pause
+            }
+            Some(_) => self.authorize(admitted, Some(&[]), false),
+            None => self.authorize(admitted, None, false),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match (&self.request, end_of_stream) {
+            (RequestState::AwaitingBody { .. }, false) => Action::Pause,
+            (RequestState::AwaitingBody { .. }, true) => self.finish_request_body(Some(body_size)),
+            (RequestState::Answered, _) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.request {
+            RequestState::AwaitingBody { .. } => self.finish_request_body(None),
+            RequestState::Answered => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let RequestState::Forwarded(forwarded) = &self.request else {
+            return Action::Continue;
+        };
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        for name in &forwarded.response.remove_headers {
+            self.set_http_response_header(name, None);
+        }
+        for (name, value) in &forwarded.response.add_headers {
+            self.add_http_response_header(name, value);
+        }
+        let headers = self.get_http_response_headers();
+        let action = self.gateway.redactor().on_response_headers(
+            &forwarded.response.profiles,
+            self.status,
+            &headers,
+            end_of_stream,
+        );
+        match action {
+            Ok(BodyAction::PassThrough) => Action::Continue,
+            Ok(BodyAction::Buffer { max_bytes, edits }) => {
+                for name in &edits.remove_headers {
+                    self.set_http_response_header(name, None);
+                }
+                for (name, value) in &edits.set_headers {
+                    self.set_http_response_header(name, Some(value));
+                }
+                self.response = ResponseState::Buffering { max_bytes };
+                // Hold the headers: until the body is minimized we may still
+                // have to replace the whole response with a 502.
+                Action::Pause
+            }
+            Err(denial) => {
+                let record = forwarded.record.clone();
+                let reply = self.gateway.deny(&denial, record, &self.host);
+                self.answer(reply)
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.response {
+            ResponseState::Buffering { max_bytes } if body_size > max_bytes => {
+                let RequestState::Forwarded(forwarded) = &self.request else {
+                    return Action::Pause;
+                };
+                let denial = self.gateway.redactor().too_large(max_bytes);
+                let reply = self
+                    .gateway
+                    .deny(&denial, forwarded.record.clone(), &self.host);
+                self.answer(reply)
+            }
+            ResponseState::Buffering { .. } if !end_of_stream => Action::Pause,
+            ResponseState::Buffering { .. } => self.finish_response_body(Some(body_size)),
+            ResponseState::Done if matches!(self.request, RequestState::Answered) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.response {
+            ResponseState::Buffering { .. } => self.finish_response_body(None),
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_log(&mut self) {
+        if let RequestState::Forwarded(forwarded) = &self.request {
+            let record = forwarded.record.clone();
+            self.gateway.finish(record, self.status, &self.host);
+        }
+    }
+}
