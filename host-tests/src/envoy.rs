@@ -331,7 +331,8 @@ pub struct EnvoyProcess {
     agent: ureq::Agent,
 }
 
-/// A response as a test sees it (bodies are gzip-decoded by the client).
+/// A response as a test sees it. The client (ureq) decodes a gzip body and
+/// then drops `content-encoding`; check compression with a raw socket.
 #[derive(Debug, Clone)]
 pub struct HttpReply {
     pub status: u16,
