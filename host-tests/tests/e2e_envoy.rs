@@ -45,15 +45,15 @@ fn envoy_loads_the_filter_and_becomes_live() -> Result<()> {
 fn declared_route_reaches_the_city_api_and_back() -> Result<()> {
     let (api, envoy) = start(MINIMAL_CONFIG, 1)?;
 
-    let reply = envoy.get("/echo?probe=1", &[("x-citygate-test", "declared-route")])?;
+    let reply = envoy.get("/echo?probe=1", &[("x-city-test", "declared-route")])?;
     assert_eq!(reply.status, 200, "{}\n{}", reply.body, envoy.log());
     let echoed = reply.json()?;
     assert_eq!(echoed["method"], "GET");
     assert_eq!(echoed["path"], "/echo");
     assert_eq!(echoed["query"], "probe=1");
-    assert_eq!(echoed["headers"]["x-citygate-test"], "declared-route");
+    assert_eq!(echoed["headers"]["x-city-test"], "declared-route");
     let upstream = api.last("/echo").context("request did not reach the API")?;
-    assert_eq!(upstream.header("x-citygate-test"), Some("declared-route"));
+    assert_eq!(upstream.header("x-city-test"), Some("declared-route"));
 
     let parking = envoy.get("/v2/entities?type=ParkingSpot&options=keyValues", &[])?;
     assert_eq!(parking.status, 200, "{}", parking.body);
@@ -81,7 +81,11 @@ fn envoy_rejects_invalid_json_config_with_citygate_error() -> Result<()> {
     let api = DemoApi::start()?;
     let log = EnvoyProcess::start_expect_failure(&gateway(&api, r#"{"routes":[{"name":"#)?)?;
     let line = citygate_error(&log)?;
-    assert!(line.contains("invalid configuration at"), "{line}");
+    assert!(line.contains("invalid configuration at $"), "{line}");
+    assert!(
+        log.contains("Unable to create Wasm plugin citygate"),
+        "{log}"
+    );
     assert_eq!(api.request_count(), 0);
     Ok(())
 }
