@@ -364,35 +364,21 @@ enum Outcome {
 impl EnvoyProcess {
     /// Starts Envoy and waits until its admin `/ready` says `LIVE`.
     pub fn start(gateway: &Gateway) -> Result<Self> {
-        // A free port can be taken between our probe and Envoy's bind when
-        // tests run in parallel; such a start is retried on fresh ports.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut envoy = Self::spawn(gateway)?;
-            match envoy.wait_ready(READY_TIMEOUT)? {
-                Outcome::Ready => return Ok(envoy),
-                Outcome::Exited(status) => {
-                    let log = envoy.log();
-                    let port_clash = log.contains("Address already in use");
-                    let fixed = gateway.listener_port.is_some() && gateway.admin_port.is_some();
-                    if port_clash && !fixed && attempt < 4 {
-                        continue;
-                    }
-                    bail!(
-                        "Envoy exited ({status}) before becoming ready; log tail:\n{}",
-                        tail(&log)
-                    );
-                }
-            }
+        let (envoy, outcome) = Self::spawn_settled(gateway)?;
+        match outcome {
+            Outcome::Ready => Ok(envoy),
+            Outcome::Exited(status) => bail!(
+                "Envoy exited ({status}) before becoming ready; log tail:\n{}",
+                tail(&envoy.log())
+            ),
         }
     }
 
     /// Starts Envoy with a configuration it must reject and returns its log.
     /// Fails if Envoy comes up serving the citygate listener.
     pub fn start_expect_failure(gateway: &Gateway) -> Result<String> {
-        let mut envoy = Self::spawn(gateway)?;
-        match envoy.wait_ready(READY_TIMEOUT)? {
+        let (envoy, outcome) = Self::spawn_settled(gateway)?;
+        match outcome {
             Outcome::Exited(status) if !status.success() => Ok(envoy.log()),
             Outcome::Exited(status) => bail!(
                 "Envoy exited with {status} instead of rejecting the configuration; log tail:\n{}",
@@ -408,6 +394,25 @@ impl EnvoyProcess {
                 }
                 Ok(envoy.log())
             }
+        }
+    }
+
+    /// Spawns Envoy and waits until it is ready or has exited. A free port
+    /// can be taken between our probe and Envoy's bind when tests run in
+    /// parallel; such a start is retried on fresh ports.
+    fn spawn_settled(gateway: &Gateway) -> Result<(Self, Outcome)> {
+        let fixed_ports = gateway.listener_port.is_some() && gateway.admin_port.is_some();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut envoy = Self::spawn(gateway)?;
+            let outcome = envoy.wait_ready(READY_TIMEOUT)?;
+            let port_clash = matches!(outcome, Outcome::Exited(_))
+                && envoy.log().contains("Address already in use");
+            if port_clash && !fixed_ports && attempt < 4 {
+                continue;
+            }
+            return Ok((envoy, outcome));
         }
     }
 
