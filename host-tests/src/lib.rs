@@ -1,1 +1,30 @@
-//! citygate host (placeholder).
+//! citygate-host: a wasmtime embedding of the proxy-wasm ABI 0.2.1 (plus the
+//! WASI preview1 subset Envoy provides) that drives the real citygate `.wasm`
+//! the way Envoy does, for tests, benchmarks and the `citygate` CLI.
+//!
+//! Layers: [`abi`] (one module per hostcall family), [`runtime`] (engine,
+//! compile cache, import policy, fuel-metered guest calls) and [`harness`]
+//! (the fluent API: VMs, requests, upstream replies, callouts).
+
+pub mod abi;
+pub mod harness;
+pub mod runtime;
+
+pub mod demo_api;
+pub mod envoy;
+pub mod scenario;
+pub mod wasm_build;
+
+pub use abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
+pub use abi::context::{Connection, LocalReply, PeerCert};
+pub use abi::headers::Headers;
+pub use abi::logging::{LogEntry, LogLevel};
+pub use abi::metrics::MetricKind;
+pub use abi::shared_data::SharedStore;
+pub use abi::timers::Clock;
+pub use abi::Status;
+pub use harness::{
+    ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm,
+    VmBuilder,
+};
+pub use runtime::{FuelUse, Plugin, Runtime};
