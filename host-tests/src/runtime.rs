@@ -186,6 +186,7 @@ pub struct Guest {
     instance: Instance,
     pub fuel_per_call: u64,
     fuel: Vec<FuelUse>,
+    trace: Vec<(&'static str, Vec<i32>)>,
     crashed: Option<String>,
 }
 
@@ -221,6 +222,7 @@ impl Guest {
             instance,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
             fuel: Vec::new(),
+            trace: Vec::new(),
             crashed: None,
         };
         let root = guest.state().root_context_id;
@@ -259,19 +261,26 @@ impl Guest {
     /// A trap or exhausted fuel is an error quoting the guest's log, and
     /// leaves the VM unusable, as Envoy would.
     pub fn call(&mut self, callback: &'static str, ctx: u32, args: &[i32]) -> Result<Option<i32>> {
+        let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
+        self.call_vals(callback, ctx, &params)
+    }
+
+    /// [`Guest::call`] with arbitrary wasm values (e.g. i64 arguments).
+    pub fn call_vals(&mut self, callback: &'static str, ctx: u32, params: &[Val]) -> Result<Option<i32>> {
         if let Some(why) = &self.crashed {
             bail!("VM crashed earlier, cannot call {callback}: {why}");
         }
         let Some(func) = self.instance.get_func(&mut self.store, callback) else {
             return Ok(None);
         };
-        let params: Vec<Val> = args.iter().map(|a| Val::I32(*a)).collect();
+        let args = params.iter().map(|v| v.i32().or(v.i64().map(|x| x as i32)).unwrap_or(0)).collect();
+        self.trace.push((callback, args));
         let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
         self.store.set_fuel(self.fuel_per_call)?;
         let (prev_active, prev_effective) = (self.state().active, self.state().effective);
         self.state_mut().active = ctx;
         self.state_mut().effective = ctx;
-        let r = func.call(&mut self.store, &params, &mut results);
+        let r = func.call(&mut self.store, params, &mut results);
         let left = self.store.get_fuel().unwrap_or(0);
         self.state_mut().active = prev_active;
         self.state_mut().effective = prev_effective;
@@ -289,6 +298,43 @@ impl Guest {
             bail!(report);
         }
         Ok(results.first().and_then(|v| v.i32()))
+    }
+
+    /// Every exported callback called so far, with its arguments.
+    pub fn trace(&self) -> &[(&'static str, Vec<i32>)] {
+        &self.trace
+    }
+
+    pub fn take_trace(&mut self) -> Vec<(&'static str, Vec<i32>)> {
+        std::mem::take(&mut self.trace)
+    }
+
+    fn memory(&mut self) -> Result<wasmtime::Memory> {
+        self.instance
+            .get_memory(&mut self.store, "memory")
+            .ok_or_else(|| anyhow!("guest exports no memory"))
+    }
+
+    /// Copies bytes out of guest memory (for ABI tests).
+    pub fn read_memory(&mut self, ptr: u32, len: u32) -> Result<Vec<u8>> {
+        let m = self.memory()?;
+        let start = ptr as usize;
+        m.data(&self.store)
+            .get(start..start + len as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| anyhow!("read outside guest memory"))
+    }
+
+    pub fn read_u32(&mut self, ptr: u32) -> Result<u32> {
+        let b = self.read_memory(ptr, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Copies bytes into guest memory (for ABI tests).
+    pub fn write_memory(&mut self, ptr: u32, bytes: &[u8]) -> Result<()> {
+        let m = self.memory()?;
+        m.write(&mut self.store, ptr as usize, bytes)
+            .map_err(|_| anyhow!("write outside guest memory"))
     }
 
     /// The guest's log lines and stdio, for error messages.

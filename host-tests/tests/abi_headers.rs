@@ -1,0 +1,199 @@
+// ---- test guest: a thin export `t_<hostcall>` per hostcall, so tests can
+// call any hostcall with arbitrary (also bad) pointers and lengths.
+#[allow(dead_code)]
+mod guest {
+    use citygate_host::{Plugin, Vm};
+
+    pub const HOSTCALLS: &[(&str, &str)] = &[
+        ("proxy_log", "i32 i32 i32"),
+        ("proxy_get_log_level", "i32"),
+        ("proxy_get_header_map_value", "i32 i32 i32 i32 i32"),
+        ("proxy_get_header_map_pairs", "i32 i32 i32"),
+        ("proxy_set_header_map_pairs", "i32 i32 i32"),
+        ("proxy_add_header_map_value", "i32 i32 i32 i32 i32"),
+        ("proxy_replace_header_map_value", "i32 i32 i32 i32 i32"),
+        ("proxy_remove_header_map_value", "i32 i32 i32"),
+        ("proxy_get_header_map_size", "i32 i32"),
+        ("proxy_get_buffer_bytes", "i32 i32 i32 i32 i32"),
+        ("proxy_set_buffer_bytes", "i32 i32 i32 i32 i32"),
+        ("proxy_get_buffer_status", "i32 i32 i32"),
+        ("proxy_get_property", "i32 i32 i32 i32"),
+        ("proxy_set_property", "i32 i32 i32 i32"),
+        ("proxy_get_shared_data", "i32 i32 i32 i32 i32"),
+        ("proxy_set_shared_data", "i32 i32 i32 i32 i32"),
+        ("proxy_register_shared_queue", "i32 i32 i32"),
+        ("proxy_resolve_shared_queue", "i32 i32 i32 i32 i32"),
+        ("proxy_enqueue_shared_queue", "i32 i32 i32"),
+        ("proxy_dequeue_shared_queue", "i32 i32 i32"),
+        ("proxy_define_metric", "i32 i32 i32 i32"),
+        ("proxy_increment_metric", "i32 i64"),
+        ("proxy_record_metric", "i32 i64"),
+        ("proxy_get_metric", "i32 i32"),
+        ("proxy_set_tick_period_milliseconds", "i32"),
+        ("proxy_get_current_time_nanoseconds", "i32"),
+        ("proxy_send_local_response", "i32 i32 i32 i32 i32 i32 i32 i32"),
+        ("proxy_continue_stream", "i32"),
+        ("proxy_close_stream", "i32"),
+        ("proxy_http_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
+        ("proxy_grpc_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
+        ("proxy_grpc_stream", "i32 i32 i32 i32 i32 i32 i32 i32 i32"),
+        ("proxy_grpc_send", "i32 i32 i32 i32"),
+        ("proxy_grpc_cancel", "i32"),
+        ("proxy_grpc_close", "i32"),
+        ("proxy_get_status", "i32 i32 i32"),
+        ("proxy_set_effective_context", "i32"),
+        ("proxy_call_foreign_function", "i32 i32 i32 i32 i32 i32"),
+        ("proxy_done", ""),
+    ];
+
+    /// A module wrapping every hostcall, plus `extra` WAT (callbacks).
+    /// Heap (bump allocator) starts at 64 KiB; tests use lower addresses.
+    pub fn wat(extra: &str) -> String {
+        let mut m = String::from("(module\n");
+        for (name, params) in HOSTCALLS {
+            m += &format!("(import \"env\" \"{name}\" (func ${name} (param {params}) (result i32)))\n");
+        }
+        m += r#"
+  (memory (export "memory") 4)
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    global.get $heap local.set $p
+    global.get $heap local.get $n i32.add global.set $heap
+    local.get $p)
+  (func (export "proxy_abi_version_0_2_1"))
+"#;
+        for (name, params) in HOSTCALLS {
+            let n = params.split_whitespace().count();
+            let gets: String = (0..n).map(|i| format!("local.get {i} ")).collect();
+            m += &format!(
+                "(func (export \"t_{name}\") (param {params}) (result i32) {gets} call ${name})\n"
+            );
+        }
+        m += extra;
+        m += ")\n";
+        m
+    }
+
+    /// Pauses request headers so the stream stays open for hostcall tests.
+    pub const PAUSE_HEADERS: &str = r#"
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) i32.const 1)
+"#;
+
+    pub fn vm(extra: &str) -> Vm {
+        Plugin::from_bytes(wat(extra)).unwrap().vm().start().unwrap()
+    }
+
+    /// Returns the bytes a hostcall handed back through (ptr at `rp`, size at `rp+4`).
+    pub fn returned(vm: &mut Vm, rp: u32) -> Vec<u8> {
+        let g = vm.guest();
+        let p = g.read_u32(rp).unwrap();
+        let n = g.read_u32(rp + 4).unwrap();
+        g.read_memory(p, n).unwrap()
+    }
+
+    /// Calls wrapper `t_<name>` as context `ctx`; returns the status.
+    pub fn call(vm: &mut Vm, name: &'static str, ctx: u32, args: &[i32]) -> i32 {
+        vm.guest().call(name, ctx, args).unwrap().unwrap()
+    }
+
+    pub fn put(vm: &mut Vm, at: u32, bytes: &[u8]) -> (i32, i32) {
+        vm.guest().write_memory(at, bytes).unwrap();
+        (at as i32, bytes.len() as i32)
+    }
+}
+
+use citygate_host::{Request, Status};
+use guest::{call, put, returned, vm, PAUSE_HEADERS};
+
+const OK: i32 = Status::Ok as i32;
+const NOT_FOUND: i32 = Status::NotFound as i32;
+const BAD_ARG: i32 = Status::BadArgument as i32;
+const BAD_MEM: i32 = Status::InvalidMemoryAccess as i32;
+const REQ: i32 = 0;
+const RESP: i32 = 2;
+
+fn stream() -> (citygate_host::Vm, u32) {
+    let mut vm = vm(PAUSE_HEADERS);
+    let id = vm
+        .open(Request::get("/parking?x=1").header("X-Key", "v1").header("x-key", "v2"))
+        .unwrap();
+    (vm, id)
+}
+
+#[test]
+fn get_value_returns_first_value_case_insensitively() {
+    let (mut vm, id) = stream();
+    let (k, kl) = put(&mut vm, 100, b"X-KEY");
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(returned(&mut vm, 200), b"v1");
+    let (k, kl) = put(&mut vm, 100, b":path");
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(returned(&mut vm, 200), b"/parking?x=1");
+    let (k, kl) = put(&mut vm, 100, b"absent");
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), NOT_FOUND);
+}
+
+#[test]
+fn pairs_round_trip_in_the_proxy_wasm_format() {
+    let (mut vm, id) = stream();
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, 204]), OK);
+    let map = citygate_host::Headers::deserialize(&returned(&mut vm, 200)).unwrap();
+    assert_eq!(map.get(":method"), Some("GET"));
+    assert_eq!(map.get_all("x-key"), vec!["v1", "v2"]);
+
+    let new = citygate_host::Headers(vec![(":method".into(), "PUT".into()), ("A-B".into(), "c".into())]);
+    let (p, n) = put(&mut vm, 1000, &new.serialize());
+    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), OK);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_size", id, &[REQ, 300]), OK);
+    assert_eq!(vm.guest().read_u32(300).unwrap() as usize, new.serialize().len());
+    let (k, kl) = put(&mut vm, 100, b"a-b");
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(returned(&mut vm, 200), b"c");
+}
+
+#[test]
+fn add_replace_remove() {
+    let (mut vm, id) = stream();
+    let (k, kl) = put(&mut vm, 100, b"x-key");
+    let (v, vl) = put(&mut vm, 120, b"v3");
+    assert_eq!(call(&mut vm, "t_proxy_add_header_map_value", id, &[REQ, k, kl, v, vl]), OK);
+    let (k2, k2l) = put(&mut vm, 140, b"X-New");
+    assert_eq!(call(&mut vm, "t_proxy_replace_header_map_value", id, &[REQ, k2, k2l, v, vl]), OK);
+    assert_eq!(call(&mut vm, "t_proxy_replace_header_map_value", id, &[REQ, k, kl, v, vl]), OK);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, 204]), OK);
+    let map = citygate_host::Headers::deserialize(&returned(&mut vm, 200)).unwrap();
+    assert_eq!(map.get_all("x-key"), vec!["v3"]);
+    assert_eq!(map.get("x-new"), Some("v3"));
+    assert_eq!(call(&mut vm, "t_proxy_remove_header_map_value", id, &[REQ, k, kl]), OK);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), NOT_FOUND);
+}
+
+#[test]
+fn maps_not_available_are_not_found_and_bad_types_are_bad_arguments() {
+    let (mut vm, id) = stream();
+    let root = vm.root_context_id();
+    // No response yet, and the root context has no request.
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[RESP, 200, 204]), NOT_FOUND);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", root, &[REQ, 200, 204]), NOT_FOUND);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[6, 200, 204]), NOT_FOUND);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[99, 200, 204]), BAD_ARG);
+}
+
+#[test]
+fn bad_pointers_and_malformed_maps_return_statuses() {
+    let (mut vm, id) = stream();
+    let far = 10 << 20; // beyond the 4 pages of memory
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, far, 3, 200, 204]), BAD_MEM);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, 100, -1, 200, 204]), BAD_MEM);
+    let (k, kl) = put(&mut vm, 100, b":path");
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, far, 204]), BAD_MEM);
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, -4]), BAD_MEM);
+    // A count that promises more pairs than there are bytes.
+    let (p, n) = put(&mut vm, 1000, &[9, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), Status::ParseFailure as i32);
+    let (p, n) = put(&mut vm, 1000, &[0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), Status::ParseFailure as i32);
+    // The stream still works afterwards.
+    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+}
