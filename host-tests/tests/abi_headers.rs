@@ -31,11 +31,17 @@ mod guest {
         ("proxy_get_metric", "i32 i32"),
         ("proxy_set_tick_period_milliseconds", "i32"),
         ("proxy_get_current_time_nanoseconds", "i32"),
-        ("proxy_send_local_response", "i32 i32 i32 i32 i32 i32 i32 i32"),
+        (
+            "proxy_send_local_response",
+            "i32 i32 i32 i32 i32 i32 i32 i32",
+        ),
         ("proxy_continue_stream", "i32"),
         ("proxy_close_stream", "i32"),
         ("proxy_http_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
-        ("proxy_grpc_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
+        (
+            "proxy_grpc_call",
+            "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32",
+        ),
         ("proxy_grpc_stream", "i32 i32 i32 i32 i32 i32 i32 i32 i32"),
         ("proxy_grpc_send", "i32 i32 i32 i32"),
         ("proxy_grpc_cancel", "i32"),
@@ -51,7 +57,9 @@ mod guest {
     pub fn wat(extra: &str) -> String {
         let mut m = String::from("(module\n");
         for (name, params) in HOSTCALLS {
-            m += &format!("(import \"env\" \"{name}\" (func ${name} (param {params}) (result i32)))\n");
+            m += &format!(
+                "(import \"env\" \"{name}\" (func ${name} (param {params}) (result i32)))\n"
+            );
         }
         m += r#"
   (memory (export "memory") 4)
@@ -81,7 +89,11 @@ mod guest {
 "#;
 
     pub fn vm(extra: &str) -> Vm {
-        Plugin::from_bytes(wat(extra)).unwrap().vm().start().unwrap()
+        Plugin::from_bytes(wat(extra))
+            .unwrap()
+            .vm()
+            .start()
+            .unwrap()
     }
 
     /// Returns the bytes a hostcall handed back through (ptr at `rp`, size at `rp+4`).
@@ -101,6 +113,73 @@ mod guest {
         vm.guest().write_memory(at, bytes).unwrap();
         (at as i32, bytes.len() as i32)
     }
+
+    /// Callbacks driven by action slots (memory words set through `set`):
+    /// 0 req headers, 4 req body, 8 req trailers, 12/16/20 the response
+    /// ones; 28 what a callout reply does (0 continue, 1 local reply).
+    /// Actions: 0 Continue, 1 Pause, 2 Pause unless end of stream,
+    /// 3 local reply 403 + Pause, 4 http_call to `authz` + Pause, 5 trap.
+    pub const FLOW: &str = r#"
+  (data (i32.const 2000) "denied")
+  (data (i32.const 2010) "no")
+  (data (i32.const 2100) "\01\00\00\00\05\00\00\00\06\00\00\00\78\2d\77\68\79\00\70\6f\6c\69\63\79\00")
+  (data (i32.const 2200) "authz")
+  (data (i32.const 2300) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\05\00\00\00\3a\6d\65\74\68\6f\64\00\47\45\54\00\3a\70\61\74\68\00\2f\63\68\65\63\6b\00\3a\61\75\74\68\6f\72\69\74\79\00\61\75\74\68\7a\00")
+  (data (i32.const 2600) "config rejected at $.routes")
+  (data (i32.const 2700) "about to panic")
+  (func $local
+    (drop (call $proxy_send_local_response (i32.const 403) (i32.const 2000) (i32.const 6)
+      (i32.const 2010) (i32.const 2) (i32.const 2100) (i32.const 25) (i32.const -1))))
+  (func $callout
+    (drop (call $proxy_http_call (i32.const 2200) (i32.const 5) (i32.const 2300) (i32.const 70)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 2500))))
+  (func $act (param $slot i32) (param $eos i32) (result i32)
+    (local $a i32)
+    (local.set $a (i32.load (local.get $slot)))
+    (if (i32.eq (local.get $a) (i32.const 2)) (then (return (i32.eqz (local.get $eos)))))
+    (if (i32.eq (local.get $a) (i32.const 3)) (then (call $local) (return (i32.const 1))))
+    (if (i32.eq (local.get $a) (i32.const 4)) (then (call $callout) (return (i32.const 1))))
+    (if (i32.eq (local.get $a) (i32.const 5))
+      (then (drop (call $proxy_log (i32.const 4) (i32.const 2700) (i32.const 14))) unreachable))
+    (local.get $a))
+  (func (export "set") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+  (func (export "spin") (loop (br 0)))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (if (i32.eq (local.get 1) (i32.const 3))
+      (then (drop (call $proxy_log (i32.const 4) (i32.const 2600) (i32.const 27))) (return (i32.const 0))))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $act (i32.const 0) (local.get 2)))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (call $act (i32.const 4) (local.get 2)))
+  (func (export "proxy_on_request_trailers") (param i32 i32) (result i32) (call $act (i32.const 8) (i32.const 1)))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (call $act (i32.const 12) (local.get 2)))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (call $act (i32.const 16) (local.get 2)))
+  (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) (call $act (i32.const 20) (i32.const 1)))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (if (i32.load (i32.const 28))
+      (then (call $local))
+      (else (drop (call $proxy_continue_stream (i32.const 0))))))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32))
+  (func (export "proxy_on_tick") (param i32))
+  (func (export "proxy_on_queue_ready") (param i32 i32))
+"#;
+
+    /// A VM of the FLOW guest with action slots set before any request.
+    pub fn flow_vm(
+        b: impl FnOnce(citygate_host::VmBuilder) -> citygate_host::VmBuilder,
+        slots: &[(i32, i32)],
+    ) -> Vm {
+        let plugin = Plugin::from_bytes(wat(FLOW)).unwrap();
+        let mut vm = b(plugin.vm()).start().unwrap();
+        let root = vm.root_context_id();
+        for (slot, v) in slots {
+            vm.guest().call("set", root, &[*slot, *v]).unwrap();
+        }
+        vm.guest().take_trace();
+        vm
+    }
 }
 
 use citygate_host::{Request, Status};
@@ -116,7 +195,11 @@ const RESP: i32 = 2;
 fn stream() -> (citygate_host::Vm, u32) {
     let mut vm = vm(PAUSE_HEADERS);
     let id = vm
-        .open(Request::get("/parking?x=1").header("X-Key", "v1").header("x-key", "v2"))
+        .open(
+            Request::get("/parking?x=1")
+                .header("X-Key", "v1")
+                .header("x-key", "v2"),
+        )
         .unwrap();
     (vm, id)
 }
@@ -125,30 +208,82 @@ fn stream() -> (citygate_host::Vm, u32) {
 fn get_value_returns_first_value_case_insensitively() {
     let (mut vm, id) = stream();
     let (k, kl) = put(&mut vm, 100, b"X-KEY");
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        OK
+    );
     assert_eq!(returned(&mut vm, 200), b"v1");
     let (k, kl) = put(&mut vm, 100, b":path");
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        OK
+    );
     assert_eq!(returned(&mut vm, 200), b"/parking?x=1");
     let (k, kl) = put(&mut vm, 100, b"absent");
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), NOT_FOUND);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        NOT_FOUND
+    );
 }
 
 #[test]
 fn pairs_round_trip_in_the_proxy_wasm_format() {
     let (mut vm, id) = stream();
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_pairs",
+            id,
+            &[REQ, 200, 204]
+        ),
+        OK
+    );
     let map = citygate_host::Headers::deserialize(&returned(&mut vm, 200)).unwrap();
     assert_eq!(map.get(":method"), Some("GET"));
     assert_eq!(map.get_all("x-key"), vec!["v1", "v2"]);
 
-    let new = citygate_host::Headers(vec![(":method".into(), "PUT".into()), ("A-B".into(), "c".into())]);
+    let new = citygate_host::Headers(vec![
+        (":method".into(), "PUT".into()),
+        ("A-B".into(), "c".into()),
+    ]);
     let (p, n) = put(&mut vm, 1000, &new.serialize());
-    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), OK);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_size", id, &[REQ, 300]), OK);
-    assert_eq!(vm.guest().read_u32(300).unwrap() as usize, new.serialize().len());
+    assert_eq!(
+        call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]),
+        OK
+    );
+    assert_eq!(
+        call(&mut vm, "t_proxy_get_header_map_size", id, &[REQ, 300]),
+        OK
+    );
+    assert_eq!(
+        vm.guest().read_u32(300).unwrap() as usize,
+        new.serialize().len()
+    );
     let (k, kl) = put(&mut vm, 100, b"a-b");
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        OK
+    );
     assert_eq!(returned(&mut vm, 200), b"c");
 }
 
@@ -157,16 +292,64 @@ fn add_replace_remove() {
     let (mut vm, id) = stream();
     let (k, kl) = put(&mut vm, 100, b"x-key");
     let (v, vl) = put(&mut vm, 120, b"v3");
-    assert_eq!(call(&mut vm, "t_proxy_add_header_map_value", id, &[REQ, k, kl, v, vl]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_add_header_map_value",
+            id,
+            &[REQ, k, kl, v, vl]
+        ),
+        OK
+    );
     let (k2, k2l) = put(&mut vm, 140, b"X-New");
-    assert_eq!(call(&mut vm, "t_proxy_replace_header_map_value", id, &[REQ, k2, k2l, v, vl]), OK);
-    assert_eq!(call(&mut vm, "t_proxy_replace_header_map_value", id, &[REQ, k, kl, v, vl]), OK);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_replace_header_map_value",
+            id,
+            &[REQ, k2, k2l, v, vl]
+        ),
+        OK
+    );
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_replace_header_map_value",
+            id,
+            &[REQ, k, kl, v, vl]
+        ),
+        OK
+    );
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_pairs",
+            id,
+            &[REQ, 200, 204]
+        ),
+        OK
+    );
     let map = citygate_host::Headers::deserialize(&returned(&mut vm, 200)).unwrap();
     assert_eq!(map.get_all("x-key"), vec!["v3"]);
     assert_eq!(map.get("x-new"), Some("v3"));
-    assert_eq!(call(&mut vm, "t_proxy_remove_header_map_value", id, &[REQ, k, kl]), OK);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), NOT_FOUND);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_remove_header_map_value",
+            id,
+            &[REQ, k, kl]
+        ),
+        OK
+    );
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        NOT_FOUND
+    );
 }
 
 #[test]
@@ -174,26 +357,89 @@ fn maps_not_available_are_not_found_and_bad_types_are_bad_arguments() {
     let (mut vm, id) = stream();
     let root = vm.root_context_id();
     // No response yet, and the root context has no request.
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[RESP, 200, 204]), NOT_FOUND);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", root, &[REQ, 200, 204]), NOT_FOUND);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[6, 200, 204]), NOT_FOUND);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[99, 200, 204]), BAD_ARG);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_pairs",
+            id,
+            &[RESP, 200, 204]
+        ),
+        NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_pairs",
+            root,
+            &[REQ, 200, 204]
+        ),
+        NOT_FOUND
+    );
+    assert_eq!(
+        call(&mut vm, "t_proxy_get_header_map_pairs", id, &[6, 200, 204]),
+        NOT_FOUND
+    );
+    assert_eq!(
+        call(&mut vm, "t_proxy_get_header_map_pairs", id, &[99, 200, 204]),
+        BAD_ARG
+    );
 }
 
 #[test]
 fn bad_pointers_and_malformed_maps_return_statuses() {
     let (mut vm, id) = stream();
     let far = 10 << 20; // beyond the 4 pages of memory
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, far, 3, 200, 204]), BAD_MEM);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, 100, -1, 200, 204]), BAD_MEM);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, far, 3, 200, 204]
+        ),
+        BAD_MEM
+    );
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, 100, -1, 200, 204]
+        ),
+        BAD_MEM
+    );
     let (k, kl) = put(&mut vm, 100, b":path");
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, far, 204]), BAD_MEM);
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, -4]), BAD_MEM);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, far, 204]
+        ),
+        BAD_MEM
+    );
+    assert_eq!(
+        call(&mut vm, "t_proxy_get_header_map_pairs", id, &[REQ, 200, -4]),
+        BAD_MEM
+    );
     // A count that promises more pairs than there are bytes.
     let (p, n) = put(&mut vm, 1000, &[9, 0, 0, 0, 1, 0, 0, 0]);
-    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), Status::ParseFailure as i32);
+    assert_eq!(
+        call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]),
+        Status::ParseFailure as i32
+    );
     let (p, n) = put(&mut vm, 1000, &[0xff, 0xff, 0xff, 0xff]);
-    assert_eq!(call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]), Status::ParseFailure as i32);
+    assert_eq!(
+        call(&mut vm, "t_proxy_set_header_map_pairs", id, &[REQ, p, n]),
+        Status::ParseFailure as i32
+    );
     // The stream still works afterwards.
-    assert_eq!(call(&mut vm, "t_proxy_get_header_map_value", id, &[REQ, k, kl, 200, 204]), OK);
+    assert_eq!(
+        call(
+            &mut vm,
+            "t_proxy_get_header_map_value",
+            id,
+            &[REQ, k, kl, 200, 204]
+        ),
+        OK
+    );
 }
