@@ -409,7 +409,7 @@ impl HttpContext for CitygateHttp {
             }
             ResponseState::Buffering { .. } if !end_of_stream => Action::Pause,
             ResponseState::Buffering { .. } => self.finish_response_body(Some(body_size)),
-            ResponseState::Done if matches!(self.request, RequestState::Answered) => Action::Pause,
+            // Our own local reply passes through our response callbacks too.
             _ => Action::Continue,
         }
     }

@@ -25,7 +25,6 @@ pub use abi::shared_data::SharedStore;
 pub use abi::timers::Clock;
 pub use abi::Status;
 pub use harness::{
-    ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm,
-    VmBuilder,
+    ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm, VmBuilder,
 };
 pub use runtime::{FuelUse, Plugin, Runtime};

@@ -1,0 +1,218 @@
+//! What the `citygate` command does, as library functions so tests call the
+//! same code the command runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::runtime::Plugin;
+use crate::scenario::{find_scenarios, run_scenario, CaseResult, Scenario, WasmTarget};
+
+/// Demo credentials (DEMO ONLY), relative to the workspace root.
+pub const DEFAULT_CREDENTIALS: &str = "policies/demo-keys/credentials.yaml";
+/// The city policy pack's gateway configuration.
+pub const CITY_CONFIG: &str = "policies/config/city-gateway.json";
+/// The demo's VM environment (its secrets are DEMO ONLY).
+pub const CITY_ENV: &str = "policies/config/demo.env";
+
+/// A path as given, else relative to the workspace root (so `cargo
+/// citygate …` works from any directory of the checkout).
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.exists() || path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let in_workspace = crate::wasm_build::workspace_root().join(path);
+    if in_workspace.exists() {
+        in_workspace
+    } else {
+        path.to_path_buf()
+    }
+}
+
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `NAME=VALUE` pairs.
+pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("`{pair}` is not NAME=VALUE"))
+        })
+        .collect()
+}
+
+/// Reads a `NAME=VALUE` per line file (`#` comments).
+pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    parse_env(&lines)
+}
+
+/// Loads the config into the real .wasm. `Ok(Err(line))` is a rejected
+/// configuration with the one line citygate logged (what Envoy shows).
+pub fn check_config(
+    wasm: &Path,
+    json: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<std::result::Result<String, String>> {
+    let plugin = Plugin::load(wasm)?;
+    let mut builder = plugin.vm().config(json.to_string());
+    for (name, value) in env {
+        builder = builder.env(name.clone(), value.clone());
+    }
+    match builder.start() {
+        Ok(vm) => {
+            let accepted = vm.logged("citygate: configuration accepted");
+            if !accepted {
+                bail!("the filter started but did not report an accepted configuration");
+            }
+            Ok(Ok("configuration accepted".to_string()))
+        }
+        Err(error) => {
+            let text = format!("{error:#}");
+            match text
+                .lines()
+                .find(|l| l.contains("citygate: invalid configuration"))
+            {
+                Some(line) => {
+                    let start = line.find("citygate: invalid configuration").unwrap_or(0);
+                    Ok(Err(line[start..].to_string()))
+                }
+                None => Err(error),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// `citygate test DIR`: every scenario file through the .wasm, and every
+/// `*_test.rego`; prints failures (and with `verbose` every case).
+pub fn test_dir(wasm: &Path, dir: &Path, verbose: bool, filter: Option<&str>) -> Result<Summary> {
+    let dir = resolve(dir);
+    let plugin = Plugin::load(wasm)?;
+    let mut summary = Summary::default();
+    let scenarios = find_scenarios(&dir)?;
+    if scenarios.is_empty() {
+        eprintln!(
+            "citygate: no scenario files (scenarios/*.yaml) below {}",
+            dir.display()
+        );
+    }
+    for path in scenarios {
+        let results = match Scenario::load(&path).and_then(|s| {
+            let mut target = WasmTarget::start(&plugin, &s)?;
+            Ok(run_scenario(&s, &mut target, filter))
+        }) {
+            Ok(results) => results,
+            Err(e) => vec![CaseResult {
+                scenario: path.display().to_string(),
+                case: "(setup)".into(),
+                failures: vec![format!("{e:#}")],
+            }],
+        };
+        report(&results, verbose, &mut summary);
+    }
+    Ok(summary)
+}
+
+pub fn report(results: &[CaseResult], verbose: bool, summary: &mut Summary) {
+    for result in results {
+        if result.passed() {
+            summary.passed += 1;
+            if verbose {
+                println!("ok    {}::{}", result.scenario, result.case);
+            }
+        } else {
+            summary.failed += 1;
+            println!("FAIL  {}::{}", result.scenario, result.case);
+            for failure in &result.failures {
+                println!("        {failure}");
+            }
+        }
+    }
+}
+
+/// `cargo demo`: the demo gateway in the foreground.
+pub fn demo(wasm: &Path) -> Result<()> {
+    use crate::demo_api::DemoApi;
+    use crate::envoy::{EnvoyProcess, Gateway};
+
+    let config_path = resolve(Path::new(CITY_CONFIG));
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let env = read_env_file(&resolve(Path::new(CITY_ENV)))?;
+    let credentials =
+        crate::scenario::credentials::Credentials::load(&resolve(Path::new(DEFAULT_CREDENTIALS)))?;
+    let jwks = credentials.jwks(
+        "city-idp",
+        Some(&["demo-rs256-2026", "demo-es256-2026", "demo-eddsa-2026"]),
+    )?;
+
+    eprintln!("citygate demo: starting the demo city API…");
+    let api = DemoApi::start_with_jwks(jwks)?;
+    let mut gateway = Gateway::new(wasm, config, api.port)
+        .listener_port(10000)
+        .admin_port(9901);
+    for (name, value) in env {
+        gateway = gateway.env(name, value);
+    }
+    eprintln!("citygate demo: starting Envoy (installing it on first use)…");
+    let mut envoy = EnvoyProcess::start(&gateway)?;
+    print_demo_banner(&credentials, api.port)?;
+    let status = envoy.wait()?;
+    bail!("Envoy exited: {status}")
+}
+
+fn print_demo_banner(
+    credentials: &crate::scenario::credentials::Credentials,
+    api_port: u16,
+) -> Result<()> {
+    let now = unix_now();
+    println!();
+    println!("citygate demo gateway is up");
+    println!("  gateway:   http://127.0.0.1:10000   (Envoy + citygate + city policy pack)");
+    println!("  admin:     http://127.0.0.1:9901    (/stats/prometheus, /ready)");
+    println!("  city API:  http://127.0.0.1:{api_port}  (behind the gateway)");
+    println!();
+    println!("Try (demo tokens are valid for an hour; DEMO ONLY keys):");
+    println!("  curl -s 'http://127.0.0.1:10000/v2/entities?type=Vehicle'");
+    for role in ["analyst", "operator", "emergency", "citizen"] {
+        let token = credentials.mint(role, crate::scenario::credentials::Tamper::None, now)?;
+        println!();
+        println!("  # as {role}");
+        println!("  curl -s -H 'Authorization: Bearer {token}' -H 'reason: demo incident 42' 'http://127.0.0.1:10000/v2/entities?type=Vehicle'");
+    }
+    println!();
+    println!("  # an API key");
+    println!(
+        "  curl -s -H 'x-api-key: {}' 'http://127.0.0.1:10000/v2/entities?type=ParkingSpot'",
+        credentials.api_key("parking-app")?
+    );
+    println!();
+    println!("Press Ctrl-C to stop.");
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! Demo credentials (DEMO ONLY keys under `policies/demo-keys/`): scenario
+//! files and the CLI mint tokens from them, so no test holds a live secret.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsFile {
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerSpec>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenSpec>,
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSpec {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: BTreeMap<String, KeySpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub alg: String,
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    pub issuer: String,
+    pub key: String,
+    #[serde(default = "default_lifetime")]
+    pub expires_in: i64,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_lifetime() -> i64 {
+    3600
+}
+
+/// How a scenario damages a token to prove citygate refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    None,
+    /// `alg: none` with the signature removed.
+    AlgNone,
+    /// The signature part emptied.
+    StripSignature,
+    /// A claim changed after signing.
+    Payload,
+    /// HS256 signed with the RSA public key's PEM as the HMAC secret.
+    HsWithPublicKey,
+    /// An attacker's key embedded in the header (`jwk`).
+    EmbeddedJwk,
+    /// Not base64 at all.
+    Garbage,
+    /// Expired an hour ago.
+    Expired,
+    /// Valid only from an hour from now.
+    NotYetValid,
+    /// No `exp` claim.
+    NoExp,
+    /// Signed with a key the JWKS does not publish (same kid).
+    WrongKey,
+    /// A `kid` nobody published.
+    UnknownKid,
+    /// Another issuer.
+    WrongIssuer,
+    /// Another audience.
+    WrongAudience,
+    /// Padded past any sane token size.
+    Oversize,
+}
+
+impl Tamper {
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "" => Self::None,
+            "alg_none" => Self::AlgNone,
+            "strip_signature" => Self::StripSignature,
+            "payload" => Self::Payload,
+            "hs_with_public_key" => Self::HsWithPublicKey,
+            "embedded_jwk" => Self::EmbeddedJwk,
+            "garbage" => Self::Garbage,
+            "expired" => Self::Expired,
+            "not_yet_valid" => Self::NotYetValid,
+            "no_exp" => Self::NoExp,
+            "wrong_key" => Self::WrongKey,
+            "unknown_kid" => Self::UnknownKid,
+            "wrong_issuer" => Self::WrongIssuer,
+            "wrong_audience" => Self::WrongAudience,
+            "oversize" => Self::Oversize,
+            other => bail!("unknown token tampering `{other}`"),
+        })
+    }
+}
+
+/// Loaded credentials with their keys read from disk.
+pub struct Credentials {
+    file: CredentialsFile,
+    dir: PathBuf,
+}
+
+impl Credentials {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: CredentialsFile = serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            file,
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        })
+    }
+
+    pub fn api_key(&self, name: &str) -> Result<&str> {
+        self.file
+            .api_keys
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("no demo API key named `{name}`"))
+    }
+
+    /// SHA-256 hex digest of a demo API key, as the plugin config stores it.
+    pub fn api_key_digest(&self, name: &str) -> Result<String> {
+        Ok(hex::encode(Sha256::digest(self.api_key(name)?.as_bytes())))
+    }
+
+    pub fn token_names(&self) -> impl Iterator<Item = &String> {
+        self.file.tokens.keys()
+    }
+
+    fn encoding_key(&self, spec: &KeySpec) -> Result<(Algorithm, EncodingKey)> {
+        let alg: Algorithm = spec
+            .alg
+            .parse()
+            .map_err(|_| anyhow!("unknown algorithm `{}`", spec.alg))?;
+        let key = match (&spec.private_key, &spec.secret) {
+            (_, Some(secret)) => EncodingKey::from_secret(secret.as_bytes()),
+            (Some(file), None) => {
+                let pem = std::fs::read(self.dir.join(file))
+                    .with_context(|| format!("reading {}", file.display()))?;
+                match alg {
+                    Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512 => EncodingKey::from_rsa_pem(&pem)?,
+                    Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem)?,
+                    Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem)?,
+                    _ => bail!("algorithm {alg:?} needs a secret, not a private key"),
+                }
+            }
+            (None, None) => bail!("key needs `private_key` or `secret`"),
+        };
+        Ok((alg, key))
+    }
+
+    /// The public JWKS of an issuer (asymmetric keys only), optionally
+    /// limited to some key ids.
+    pub fn jwks(&self, issuer: &str, only: Option<&[&str]>) -> Result<serde_json::Value> {
+        let spec = self
+            .file
+            .issuers
+            .get(issuer)
+            .ok_or_else(|| anyhow!("no demo issuer `{issuer}`"))?;
+        let mut keys = Vec::new();
+        for (kid, key) in &spec.keys {
+            if key.secret.is_some() || only.is_some_and(|ids| !ids.contains(&kid.as_str())) {
+                continue;
+            }
+            let (alg, encoding) = self.encoding_key(key)?;
+            let mut jwk =
+                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg)?)?;
+            if let Some(object) = jwk.as_object_mut() {
+                object.insert("kid".into(), kid.clone().into());
+                object.insert("use".into(), "sig".into());
+                object.insert("alg".into(), spec_alg_name(alg).into());
+            }
+            keys.push(jwk);
+        }
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    /// Mints the named demo token at `now` (Unix seconds), damaged as asked.
+    pub fn mint(&self, name: &str, tamper: Tamper, now: i64) -> Result<String> {
+        let token = self
+            .file
+            .tokens
+            .get(name)
+            .ok_or_else(|| anyhow!("no demo token named `{name}`"))?;
+        let issuer = self
+            .file
+            .issuers
+            .get(&token.issuer)
+            .ok_or_else(|| anyhow!("token `{name}`: no issuer `{}`", token.issuer))?;
+        let key_spec = issuer
+            .keys
+            .get(&token.key)
+            .ok_or_else(|| anyhow!("token `{name}`: issuer has no key `{}`", token.key))?;
+        let (alg, key) = self.encoding_key(key_spec)?;
+
+        let mut claims = token.claims.clone();
+        claims.insert("iss".into(), issuer.issuer.clone().into());
+        claims.insert("aud".into(), issuer.audience.clone().into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + token.expires_in).into());
+        let mut header = Header::new(alg);
+        header.kid = Some(token.key.clone());
+        header.typ = Some("JWT".into());
+        match tamper {
+            Tamper::Expired => {
+                claims.insert("iat".into(), (now - 7200).into());
+                claims.insert("exp".into(), (now - 3600).into());
+            }
+            Tamper::NotYetValid => {
+                claims.insert("nbf".into(), (now + 3600).into());
+            }
+            Tamper::NoExp => {
+                claims.remove("exp");
+            }
+            Tamper::WrongIssuer => {
+                claims.insert("iss".into(), "https://evil.example".into());
+            }
+            Tamper::WrongAudience => {
+                claims.insert("aud".into(), "another-service".into());
+            }
+            Tamper::UnknownKid => header.kid = Some("nobody-published-this-kid".into()),
+            _ => {}
+        }
+        let claims = serde_json::Value::Object(claims);
+        let signed = match tamper {
+            Tamper::WrongKey => {
+                // Same header and kid, a different private key of the same type.
+                let other = self.other_key_like(alg)?;
+                jsonwebtoken::encode(&header, &claims, &other)?
+            }
+            Tamper::HsWithPublicKey => {
+                let public_pem = self.public_pem(key_spec)?;
+                let mut hs = Header::new(Algorithm::HS256);
+                hs.kid = header.kid.clone();
+                jsonwebtoken::encode(
+                    &hs,
+                    &claims,
+                    &EncodingKey::from_secret(public_pem.as_bytes()),
+                )?
+            }
+            _ => jsonwebtoken::encode(&header, &claims, &key)?,
+        };
+        Ok(match tamper {
+            Tamper::AlgNone => {
+                let header = serde_json::json!({"alg": "none", "typ": "JWT", "kid": token.key});
+                format!(
+                    "{}.{}.",
+                    b64(&header.to_string()),
+                    signed.split('.').nth(1).unwrap_or_default()
+                )
+            }
+            Tamper::StripSignature => {
+                let mut parts = signed.rsplitn(2, '.');
+                let _signature = parts.next();
+                format!("{}.", parts.next().unwrap_or_default())
+            }
+            Tamper::Payload => {
+                let parts: Vec<&str> = signed.split('.').collect();
+                let mut payload: serde_json::Value = serde_json::from_slice(
+                    &URL_SAFE_NO_PAD.decode(parts.get(1).copied().unwrap_or_default())?,
+                )?;
+                payload["realm_access"] =
+                    serde_json::json!({"roles": ["emergency-services", "city-operator"]});
+                format!(
+                    "{}.{}.{}",
+                    parts.first().copied().unwrap_or_default(),
+                    b64(&payload.to_string()),
+                    parts.get(2).copied().unwrap_or_default()
+                )
+            }
+            Tamper::EmbeddedJwk => {
+                // The attacker signs with their own key and ships it in `jwk`.
+                let attacker = self.other_key_like(alg)?;
+                let mut evil = header.clone();
+                evil.jwk = Some(jsonwebtoken::jwk::Jwk::from_encoding_key(&attacker, alg)?);
+                jsonwebtoken::encode(&evil, &claims, &attacker)?
+            }
+            Tamper::Garbage => "eyJ!!!not-base64!!!.%%%.***".to_string(),
+            Tamper::Oversize => {
+                let parts: Vec<&str> = signed.split('.').collect();
+                let mut payload: serde_json::Value = serde_json::from_slice(
+                    &URL_SAFE_NO_PAD.decode(parts.get(1).copied().unwrap_or_default())?,
+                )?;
+                payload["padding"] = "x".repeat(16 * 1024).into();
+                jsonwebtoken::encode(&header, &payload, &key)?
+            }
+            _ => signed,
+        })
+    }
+
+    /// A private key of the same type that is not published (for
+    /// wrong-key and embedded-jwk attacks).
+    fn other_key_like(&self, alg: Algorithm) -> Result<EncodingKey> {
+        for issuer in self.file.issuers.values() {
+            if let Some(spec) = issuer.keys.get("demo-rs256-next") {
+                if matches!(
+                    alg,
+                    Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512
+                ) {
+                    return Ok(self.encoding_key(spec)?.1);
+                }
+            }
+        }
+        Ok(EncodingKey::from_secret(b"attacker-controlled-secret"))
+    }
+
+    fn public_pem(&self, spec: &KeySpec) -> Result<String> {
+        let file = spec
+            .private_key
+            .as_ref()
+            .ok_or_else(|| anyhow!("HS-with-public-key needs an asymmetric key"))?;
+        let output = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(self.dir.join(file))
+            .output()
+            .context("running openssl to derive a public key")?;
+        if !output.status.success() {
+            bail!("openssl could not read {}", file.display());
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+}
+
+fn b64(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text.as_bytes())
+}
+
+fn spec_alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+    }
+}
+
+/// Replaces `{{jwt:NAME}}`, `{{jwt:NAME:TAMPER}}`, `{{api_key:NAME}}` and
+/// `{{api_key_digest:NAME}}` references in a string.
+pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow!("unclosed `{{{{` in `{text}`"))?;
+        let reference = &after[..end];
+        let credentials = credentials
+            .ok_or_else(|| anyhow!("`{{{{{reference}}}}}` needs a `credentials` file"))?;
+        let mut parts = reference.splitn(3, ':');
+        let kind = parts.next().unwrap_or_default();
+        let name = parts
+            .next()
+            .ok_or_else(|| anyhow!("`{{{{{reference}}}}}` lacks a name"))?;
+        let modifier = parts.next().unwrap_or_default();
+        let value = match kind {
+            "jwt" => credentials.mint(name, Tamper::parse(modifier)?, now)?,
+            "api_key" => credentials.api_key(name)?.to_string(),
+            "api_key_digest" => credentials.api_key_digest(name)?,
+            other => bail!("unknown credential kind `{other}` in `{{{{{reference}}}}}`"),
+        };
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,249 @@
+//! Compares what a runner observed with a case's expectation. Each mismatch
+//! is one line naming what was expected and what came.
+
+use anyhow::Result;
+use serde_json_path::JsonPath;
+
+use super::file::{BodyExpectation, Expectation, HeaderExpectation};
+
+/// What one request produced, whichever runner (wasmtime or Envoy) sent it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub reached_upstream: bool,
+    pub upstream_path: Option<String>,
+    pub upstream_headers: Vec<(String, String)>,
+}
+
+pub fn check(expect: &Expectation, observed: &Observed) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    if let Some(status) = expect.status {
+        if status != observed.status {
+            failures.push(format!(
+                "status: expected {status}, got {} (body: {})",
+                observed.status,
+                preview(&observed.body)
+            ));
+        }
+    }
+    if let Some(reached) = expect.reached_upstream {
+        if reached != observed.reached_upstream {
+            failures.push(format!(
+                "reached upstream: expected {reached}, got {}",
+                observed.reached_upstream
+            ));
+        }
+    }
+    if let Some(upstream) = &expect.upstream_request {
+        if !observed.reached_upstream {
+            failures.push(
+                "upstream request: expected one, but nothing reached the upstream".to_string(),
+            );
+        } else {
+            if let Some(path) = &upstream.path {
+                if observed.upstream_path.as_deref() != Some(path.as_str()) {
+                    failures.push(format!(
+                        "upstream path: expected {path:?}, got {:?}",
+                        observed.upstream_path
+                    ));
+                }
+            }
+            check_headers(
+                "upstream header",
+                &upstream.headers,
+                &observed.upstream_headers,
+                &mut failures,
+            )?;
+        }
+    }
+    check_headers("header", &expect.headers, &observed.headers, &mut failures)?;
+    check_body(&expect.body, &observed.body, &mut failures)?;
+    Ok(failures)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn check_headers(
+    what: &str,
+    expect: &HeaderExpectation,
+    headers: &[(String, String)],
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    for name in &expect.present {
+        if header(headers, name).is_none() {
+            failures.push(format!("{what} `{name}`: expected present, got absent"));
+        }
+    }
+    for name in &expect.absent {
+        if let Some(value) = header(headers, name) {
+            failures.push(format!("{what} `{name}`: expected absent, got {value:?}"));
+        }
+    }
+    for (name, value) in &expect.equal {
+        let actual = header(headers, name);
+        if actual != Some(value.as_str()) {
+            failures.push(format!(
+                "{what} `{name}`: expected {value:?}, got {actual:?}"
+            ));
+        }
+    }
+    for (name, pattern) in &expect.matches {
+        let regex = regex::Regex::new(pattern)?;
+        match header(headers, name) {
+            Some(value) if regex.is_match(value) => {}
+            actual => failures.push(format!(
+                "{what} `{name}`: expected to match /{pattern}/, got {actual:?}"
+            )),
+        }
+    }
+    Ok(())
+}
+
+fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>) -> Result<()> {
+    let text = String::from_utf8_lossy(body);
+    if expect.empty && !body.is_empty() {
+        failures.push(format!("body: expected empty, got {}", preview(body)));
+    }
+    for needle in &expect.contains {
+        if !text.contains(needle.as_str()) {
+            failures.push(format!(
+                "body: expected to contain {needle:?}, got {}",
+                preview(body)
+            ));
+        }
+    }
+    for needle in &expect.not_contains {
+        if text.contains(needle.as_str()) {
+            failures.push(format!(
+                "body: expected not to contain {needle:?}, but it does"
+            ));
+        }
+    }
+    let needs_json = expect.json.is_some()
+        || !expect.json_paths.is_empty()
+        || !expect.absent_paths.is_empty()
+        || !expect.present_paths.is_empty();
+    if !needs_json {
+        return Ok(());
+    }
+    let document: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(document) => document,
+        Err(e) => {
+            failures.push(format!("body: expected JSON, got {} ({e})", preview(body)));
+            return Ok(());
+        }
+    };
+    if let Some(json) = &expect.json {
+        if json != &document {
+            failures.push(format!("body: expected {json}, got {document}"));
+        }
+    }
+    for (path, value) in &expect.json_paths {
+        let nodes = JsonPath::parse(path)?.query(&document).all();
+        match nodes.as_slice() {
+            [only] if *only == value => {}
+            [only] => failures.push(format!("body {path}: expected {value}, got {only}")),
+            [] => failures.push(format!("body {path}: expected {value}, got nothing")),
+            many => failures.push(format!(
+                "body {path}: expected one node {value}, got {}",
+                many.len()
+            )),
+        }
+    }
+    for path in &expect.absent_paths {
+        let nodes = JsonPath::parse(path)?.query(&document).all();
+        if let Some(first) = nodes.first() {
+            failures.push(format!(
+                "body {path}: expected nothing, got {} node(s), first {first}",
+                nodes.len()
+            ));
+        }
+    }
+    for path in &expect.present_paths {
+        if JsonPath::parse(path)?.query(&document).all().is_empty() {
+            failures.push(format!(
+                "body {path}: expected at least one node, got nothing"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.len() > 300 {
+        format!(
+            "{:?}…",
+            &text[..text.char_indices().nth(300).map_or(text.len(), |(i, _)| i)]
+        )
+    } else {
+        format!("{text:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expectation(yaml: &str) -> Expectation {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn mismatches_name_expected_and_actual() {
+        let observed = Observed {
+            status: 403,
+            headers: vec![("content-type".into(), "application/problem+json".into())],
+            body: br#"{"a":{"b":1},"list":[{"email":"x@y"}]}"#.to_vec(),
+            ..Default::default()
+        };
+        let failures = check(
+            &expectation(
+                r#"
+status: 200
+reached_upstream: true
+headers: { present: [x-missing], absent: [content-type], equal: { content-type: text/plain } }
+body: { json_paths: { "$.a.b": 2 }, absent_paths: ["$.list[*].email"], contains: ["zzz"] }
+"#,
+            ),
+            &observed,
+        )
+        .unwrap();
+        let all = failures.join("\n");
+        assert_eq!(failures.len(), 7, "{all}");
+        assert!(all.contains("status: expected 200, got 403"));
+        assert!(all.contains("body $.a.b: expected 2, got 1"));
+        assert!(all.contains("$.list[*].email: expected nothing"));
+    }
+
+    #[test]
+    fn a_matching_observation_has_no_failures() {
+        let observed = Observed {
+            status: 200,
+            headers: vec![("RateLimit".into(), "\"r\";r=4;t=60".into())],
+            body: br#"{"id":"x"}"#.to_vec(),
+            reached_upstream: true,
+            ..Default::default()
+        };
+        let failures = check(
+            &expectation(
+                r#"
+status: 200
+reached_upstream: true
+headers: { present: [ratelimit], matches: { ratelimit: "r=\\d+" } }
+body: { json: { id: x }, present_paths: ["$.id"], not_contains: ["email"] }
+"#,
+            ),
+            &observed,
+        )
+        .unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Runs scenario cases through a target (the .wasm in wasmtime, or a real
+//! Envoy) and reports each failure with expected and actual.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use super::expect::{check, Observed};
+use super::file::Case;
+use super::load::{PreparedRequest, PreparedUpstream, Scenario};
+use crate::abi::callouts::CalloutReply;
+use crate::abi::context::PeerCert;
+use crate::abi::timers::Clock;
+use crate::harness::{Request, RequestOutcome, Upstream, Vm};
+use crate::runtime::Plugin;
+
+/// Where scenario requests are sent.
+pub trait Target {
+    /// Sends one request (and, if it is forwarded, the upstream's reply).
+    fn exchange(
+        &mut self,
+        request: &PreparedRequest,
+        upstream: &PreparedUpstream,
+    ) -> Result<Observed>;
+    /// Moves the gateway's clock forward (Envoy: really waits).
+    fn advance(&mut self, seconds: u64) -> Result<()>;
+    /// The gateway's current time, for minting credentials.
+    fn now_unix(&self) -> i64;
+    /// Which runner this is, for the report.
+    fn label(&self) -> &'static str;
+}
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub scenario: String,
+    pub case: String,
+    pub failures: Vec<String>,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs every case of a scenario (that matches `filter`) in order: state
+/// such as rate-limit buckets carries over from case to case.
+pub fn run_scenario(
+    scenario: &Scenario,
+    target: &mut dyn Target,
+    filter: Option<&str>,
+) -> Vec<CaseResult> {
+    let mut results = Vec::new();
+    for case in &scenario.file.cases {
+        let full_name = format!("{}::{}", scenario.name(), case.name);
+        if filter.is_some_and(|f| !full_name.contains(f)) {
+            continue;
+        }
+        if case.wasm_only.is_some() && target.label() != "wasm" {
+            continue;
+        }
+        let failures = match run_case(scenario, case, target) {
+            Ok(failures) => failures,
+            Err(e) => vec![format!("error: {e:#}")],
+        };
+        results.push(CaseResult {
+            scenario: scenario.name(),
+            case: case.name.clone(),
+            failures,
+        });
+    }
+    results
+}
+
+fn run_case(scenario: &Scenario, case: &Case, target: &mut dyn Target) -> Result<Vec<String>> {
+    if case.advance_seconds > 0 {
+        target.advance(case.advance_seconds)?;
+    }
+    let upstream = scenario.upstream(case)?;
+    let mut last = Vec::new();
+    for _ in 0..case.repeat.max(1) {
+        let request = scenario.request(case, target.now_unix())?;
+        let observed = target.exchange(&request, &upstream)?;
+        last = check(&case.expect, &observed)?;
+    }
+    Ok(last)
+}
+
+/// The .wasm in the wasmtime host: one VM per scenario file.
+pub struct WasmTarget {
+    vm: Vm,
+    clock: Clock,
+}
+
+impl WasmTarget {
+    pub fn start(plugin: &Plugin, scenario: &Scenario) -> Result<Self> {
+        let clock = match scenario.file.start_time {
+            Some(t) => Clock::at_unix_secs(u64::try_from(t)?),
+            None => Clock::starting_now(),
+        };
+        let mut builder = plugin
+            .vm()
+            .config(scenario.config_json.clone())
+            .clock(&clock);
+        for (name, value) in &scenario.file.env {
+            builder = builder.env(name.clone(), value.clone());
+        }
+        for (cluster, reply) in &scenario.file.clusters {
+            builder = builder.callout(cluster.clone(), cluster_reply(scenario, reply)?);
+        }
+        let vm = builder.start()?;
+        Ok(Self { vm, clock })
+    }
+
+    pub fn vm(&mut self) -> &mut Vm {
+        &mut self.vm
+    }
+}
+
+fn cluster_reply(scenario: &Scenario, reply: &super::file::ClusterReply) -> Result<CalloutReply> {
+    use super::file::CalloutFailure;
+    if let Some(failure) = reply.fail {
+        return Ok(match failure {
+            CalloutFailure::Timeout => CalloutReply::Timeout,
+            CalloutFailure::Reset => CalloutReply::Failure,
+        });
+    }
+    let body = match (&reply.body, &reply.json, &reply.jwks_of) {
+        (Some(body), _, _) => body.clone().into_bytes(),
+        (None, Some(json), _) => serde_json::to_vec(json)?,
+        (None, None, Some(issuer)) => {
+            let credentials = scenario
+                .credentials
+                .as_ref()
+                .ok_or_else(|| anyhow!("`jwks_of` needs a `credentials` file"))?;
+            serde_json::to_vec(&credentials.jwks(issuer, None)?)?
+        }
+        (None, None, None) => Vec::new(),
+    };
+    Ok(CalloutReply::Reply {
+        status: reply.status,
+        headers: reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body,
+    })
+}
+
+impl Target for WasmTarget {
+    fn exchange(
+        &mut self,
+        prepared: &PreparedRequest,
+        upstream: &PreparedUpstream,
+    ) -> Result<Observed> {
+        let mut request = Request::new(&prepared.method, &prepared.path);
+        for (name, value) in &prepared.headers {
+            request = request.header(name, value);
+        }
+        if !prepared.body.is_empty() {
+            request = request.body(prepared.body.clone());
+        }
+        if let Some(size) = prepared.chunk_size {
+            request = request.chunk_size(size);
+        }
+        for (name, value) in &prepared.trailers {
+            request = request.trailer(name, value);
+        }
+        if let Some(source) = &prepared.source {
+            request = request.source(source);
+        }
+        if let Some(cert) = &prepared.peer_certificate {
+            request = request.mtls(PeerCert {
+                uri_san: cert.uri_san.clone().unwrap_or_default(),
+                dns_san: cert.dns_san.clone().unwrap_or_default(),
+                subject: cert.subject.clone().unwrap_or_default(),
+            });
+        }
+        let mut exchange = self.vm.send(request)?;
+        match exchange.outcome() {
+            RequestOutcome::Local(reply) => Ok(Observed {
+                status: reply.status,
+                headers: reply.headers.0.clone(),
+                body: reply.body.clone(),
+                ..Observed::default()
+            }),
+            RequestOutcome::Forwarded(forwarded) => {
+                let upstream_path = forwarded
+                    .headers
+                    .0
+                    .iter()
+                    .find(|(n, _)| n == ":path")
+                    .map(|(_, v)| v.clone());
+                let mut reply = Upstream::new(upstream.status);
+                for (name, value) in &upstream.headers {
+                    reply = reply.header(name, value);
+                }
+                reply = reply.body(upstream.body.clone());
+                if let Some(size) = upstream.chunk_size {
+                    reply = reply.chunk_size(size);
+                }
+                for (name, value) in &upstream.trailers {
+                    reply = reply.trailer(name, value);
+                }
+                let response = exchange.respond(reply)?;
+                Ok(Observed {
+                    status: response.status,
+                    headers: response.headers.0.clone(),
+                    body: response.body.clone(),
+                    reached_upstream: true,
+                    upstream_path,
+                    upstream_headers: forwarded.headers.0.clone(),
+                })
+            }
+            RequestOutcome::Pending => Err(anyhow!(
+                "the filter is still holding the request (waiting for a callout the scenario does not answer?)"
+            )),
+            RequestOutcome::Reset => Err(anyhow!("the filter reset the stream")),
+        }
+    }
+
+    fn advance(&mut self, seconds: u64) -> Result<()> {
+        self.vm.advance(Duration::from_secs(seconds))?;
+        Ok(())
+    }
+
+    fn now_unix(&self) -> i64 {
+        i64::try_from(self.clock.now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
+    }
+
+    fn label(&self) -> &'static str {
+        "wasm"
+    }
+}

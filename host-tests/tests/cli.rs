@@ -1,0 +1,60 @@
+//! The `citygate` CLI's functions on the real .wasm: config checks name the
+//! JSON path of a fault, and the policy pack's scenarios all pass.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use citygate_host::cli;
+use citygate_host::wasm_build::{filter_wasm, workspace_root};
+
+fn check(json: &str) -> Result<String, String> {
+    let env = BTreeMap::from([("CITYGATE_LOG_KEY".to_string(), "k".to_string())]);
+    cli::check_config(&filter_wasm().unwrap(), json, &env).unwrap()
+}
+
+#[test]
+fn check_accepts_the_city_pack_configuration() {
+    let json = std::fs::read_to_string(workspace_root().join(cli::CITY_CONFIG)).unwrap();
+    assert_eq!(check(&json), Ok("configuration accepted".to_string()));
+}
+
+#[test]
+fn check_names_the_json_path_of_a_typo_a_wrong_type_and_invalid_json() {
+    for (json, expected) in [
+        (
+            r#"{"routes":[{"name":"x","match":{"path_prefx":"/"}}]}"#,
+            "citygate: invalid configuration at $.routes[0].match.path_prefx: unknown field `path_prefx`",
+        ),
+        (
+            r#"{"gateway":{"trusted_hops":"two"},"routes":[]}"#,
+            "citygate: invalid configuration at $.gateway.trusted_hops: invalid type: string \"two\", expected u8",
+        ),
+        (
+            "{\"routes\": [",
+            "citygate: invalid configuration at $: invalid JSON at line 1 column 12",
+        ),
+        (
+            r#"{"routes":[],"decision_log":{"pseudonym_key":"${env:NOT_SET_ANYWHERE}"}}"#,
+            "citygate: invalid configuration at $.decision_log.pseudonym_key: environment variable `NOT_SET_ANYWHERE` is not set",
+        ),
+    ] {
+        let line = check(json).unwrap_err();
+        assert!(line.starts_with(expected), "for {json}\n got: {line}\nwant: {expected}…");
+        assert!(!line.contains('\n'));
+    }
+}
+
+#[test]
+fn hash_key_is_the_sha256_hex_digest() {
+    assert_eq!(
+        cli::hash_key("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+#[test]
+fn every_scenario_of_the_policy_pack_passes_in_the_wasm() {
+    let summary = cli::test_dir(&filter_wasm().unwrap(), Path::new("policies"), false, None).unwrap();
+    assert_eq!(summary.failed, 0, "scenario failures are printed above");
+    assert!(summary.passed >= 9, "only {} scenario cases ran", summary.passed);
+}
