@@ -13,7 +13,9 @@
 //! the host calls `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
 
 use crate::abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
-use crate::abi::context::{CallResponse, Connection, Flow, LocalReply, PeerCert, StreamData, VmSettings};
+use crate::abi::context::{
+    CallResponse, Connection, Flow, LocalReply, PeerCert, StreamData, VmSettings,
+};
 use crate::abi::headers::Headers;
 use crate::abi::logging::{LogEntry, LogLevel};
 use crate::abi::properties::encode_path;
@@ -140,7 +142,8 @@ impl VmBuilder {
 
     /// Restricts callouts to these clusters (others get `BadArgument`).
     pub fn clusters<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.settings.known_clusters = Some(names.into_iter().map(Into::into).collect::<HashSet<_>>());
+        self.settings.known_clusters =
+            Some(names.into_iter().map(Into::into).collect::<HashSet<_>>());
         self
     }
 
@@ -162,13 +165,19 @@ impl VmBuilder {
     }
 
     /// Answers callouts not scripted by cluster.
-    pub fn callouts_with(mut self, f: impl Fn(&CalloutRequest) -> CalloutReply + Send + Sync + 'static) -> Self {
+    pub fn callouts_with(
+        mut self,
+        f: impl Fn(&CalloutRequest) -> CalloutReply + Send + Sync + 'static,
+    ) -> Self {
         self.script.handler = Some(Arc::new(f));
         self
     }
 
     /// Answers gRPC calls (default: status 12 Unimplemented).
-    pub fn grpc_with(mut self, f: impl Fn(&GrpcCallRequest) -> GrpcReply + Send + Sync + 'static) -> Self {
+    pub fn grpc_with(
+        mut self,
+        f: impl Fn(&GrpcCallRequest) -> GrpcReply + Send + Sync + 'static,
+    ) -> Self {
         self.script.grpc = Some(Arc::new(f));
         self
     }
@@ -189,7 +198,13 @@ impl VmBuilder {
     pub fn start(self) -> Result<Vm> {
         let vm_len = self.settings.vm_configuration.len() as i32;
         let cfg_len = self.settings.plugin_configuration.len() as i32;
-        let mut guest = Guest::new(&self.plugin, self.settings, &self.env, self.shared, self.clock)?;
+        let mut guest = Guest::new(
+            &self.plugin,
+            self.settings,
+            &self.env,
+            self.shared,
+            self.clock,
+        )?;
         guest.fuel_per_call = self.fuel_per_call;
         guest.state_mut().vm_properties.extend(self.properties);
         let root = guest.state().root_context_id;
@@ -203,11 +218,18 @@ impl VmBuilder {
         };
         let r = root as i32;
         vm.callback("proxy_on_context_create", root, &[r, 0])?;
-        if vm.callback("proxy_on_vm_start", root, &[r, vm_len])? == 0 && vm.guest.has_export("proxy_on_vm_start") {
+        if vm.callback("proxy_on_vm_start", root, &[r, vm_len])? == 0
+            && vm.guest.has_export("proxy_on_vm_start")
+        {
             bail!("proxy_on_vm_start returned false\n{}", vm.guest.report());
         }
-        if vm.callback("proxy_on_configure", root, &[r, cfg_len])? == 0 && vm.guest.has_export("proxy_on_configure") {
-            bail!("proxy_on_configure rejected the plugin configuration\n{}", vm.guest.report());
+        if vm.callback("proxy_on_configure", root, &[r, cfg_len])? == 0
+            && vm.guest.has_export("proxy_on_configure")
+        {
+            bail!(
+                "proxy_on_configure rejected the plugin configuration\n{}",
+                vm.guest.report()
+            );
         }
         Ok(vm)
     }
@@ -277,7 +299,10 @@ impl Request {
     }
 
     /// Replaces all headers (pseudo-headers included) with these.
-    pub fn headers<K: Into<String>, V: Into<String>>(mut self, all: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn headers<K: Into<String>, V: Into<String>>(
+        mut self,
+        all: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         self.headers = all.into_iter().collect();
         self
     }
@@ -302,7 +327,9 @@ impl Request {
     }
 
     pub fn trailer(mut self, name: &str, value: &str) -> Self {
-        self.trailers.get_or_insert_with(Headers::new).add(name, value);
+        self.trailers
+            .get_or_insert_with(Headers::new)
+            .add(name, value);
         self
     }
 
@@ -380,7 +407,9 @@ impl Upstream {
     }
 
     pub fn trailer(mut self, name: &str, value: &str) -> Self {
-        self.trailers.get_or_insert_with(Headers::new).add(name, value);
+        self.trailers
+            .get_or_insert_with(Headers::new)
+            .add(name, value);
         self
     }
 }
@@ -478,8 +507,16 @@ enum Dir {
 impl Dir {
     fn callbacks(self) -> [&'static str; 3] {
         match self {
-            Dir::Request => ["proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers"],
-            Dir::Response => ["proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers"],
+            Dir::Request => [
+                "proxy_on_request_headers",
+                "proxy_on_request_body",
+                "proxy_on_request_trailers",
+            ],
+            Dir::Response => [
+                "proxy_on_response_headers",
+                "proxy_on_response_body",
+                "proxy_on_response_trailers",
+            ],
         }
     }
 
@@ -559,7 +596,11 @@ impl Vm {
                 };
                 let token = call.token;
                 self.deliver(token, reply)?;
-            } else if let Some(call) = s.grpc_calls.iter().find(|c| mine(c.context_id) && !c.streaming) {
+            } else if let Some(call) = s
+                .grpc_calls
+                .iter()
+                .find(|c| mine(c.context_id) && !c.streaming)
+            {
                 let (token, reply) = (call.token, self.script.answer_grpc(call));
                 self.deliver_grpc_raw(token, reply)?;
             } else {
@@ -579,7 +620,11 @@ impl Vm {
             .ok_or_else(|| anyhow!("no pending callout with token {token}"))?;
         let call = s.http_calls.remove(i);
         let response = match reply {
-            CalloutReply::Reply { status, headers, body } => {
+            CalloutReply::Reply {
+                status,
+                headers,
+                body,
+            } => {
                 let mut h = Headers(vec![(":status".into(), status.to_string())]);
                 h.0.extend(headers);
                 CallResponse {
@@ -598,7 +643,9 @@ impl Vm {
             0,
         ];
         s.call_response = Some(response);
-        let r = self.guest.call("proxy_on_http_call_response", call.context_id, &args);
+        let r = self
+            .guest
+            .call("proxy_on_http_call_response", call.context_id, &args);
         self.guest.state_mut().call_response = None;
         r?;
         Ok(call.context_id)
@@ -628,7 +675,8 @@ impl Vm {
             }
             GrpcReply::Status(code, msg) => {
                 s.grpc_status = (code, msg.into_bytes());
-                self.guest.call("proxy_on_grpc_close", ctx, &[c, t, code as i32])?;
+                self.guest
+                    .call("proxy_on_grpc_close", ctx, &[c, t, code as i32])?;
             }
         }
         Ok(ctx)
@@ -665,13 +713,19 @@ impl Vm {
                 client: None,
             },
         );
-        self.callback("proxy_on_context_create", id, &[id as i32, self.root as i32])?;
+        self.callback(
+            "proxy_on_context_create",
+            id,
+            &[id as i32, self.root as i32],
+        )?;
         self.advance_stream(id)?;
         Ok(id)
     }
 
     fn driver(&mut self, id: u32) -> Result<&mut Driver> {
-        self.drivers.get_mut(&id).ok_or_else(|| anyhow!("no stream {id}"))
+        self.drivers
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))
     }
 
     fn stream(&mut self, id: u32) -> Result<&mut StreamData> {
@@ -776,7 +830,9 @@ impl Vm {
                 self.settle_request(id)
             }
             Phase::LocalReply | Phase::Response => {
-                if self.driver(id)?.resp.stage != Stage::Headers || self.stream(id)?.response.started {
+                if self.driver(id)?.resp.stage != Stage::Headers
+                    || self.stream(id)?.response.started
+                {
                     self.pump(id, Dir::Response)?;
                 }
                 self.settle_response(id)
@@ -890,7 +946,10 @@ impl Vm {
     pub fn feed_upstream(&mut self, id: u32, up: Upstream) -> Result<()> {
         let d = self.driver(id)?;
         if d.phase != Phase::Response || d.resp.stage != Stage::Headers {
-            bail!("stream {id} is not waiting for an upstream reply (outcome {:?})", d.outcome);
+            bail!(
+                "stream {id} is not waiting for an upstream reply (outcome {:?})",
+                d.outcome
+            );
         }
         d.resp = Pump::new(chunks_of(&up.body, up.chunk_size), up.trailers);
         let mut headers = Headers(vec![(":status".into(), up.status.to_string())]);
@@ -913,8 +972,12 @@ impl Vm {
     /// error if the filter is still holding the response.
     pub fn respond(&mut self, id: u32, up: Upstream) -> Result<ClientResponse> {
         self.feed_upstream(id, up)?;
-        self.client_response(id)
-            .ok_or_else(|| anyhow!("the filter is still holding the response of stream {id}\n{}", self.guest.report()))
+        self.client_response(id).ok_or_else(|| {
+            anyhow!(
+                "the filter is still holding the response of stream {id}\n{}",
+                self.guest.report()
+            )
+        })
     }
 
     // ---- callouts ------------------------------------------------------
@@ -1016,7 +1079,11 @@ impl Vm {
     /// or called `proxy_done`.
     pub fn shutdown(&mut self) -> Result<bool> {
         let r = self.root;
-        let done = self.guest.call("proxy_on_done", r, &[r as i32])?.unwrap_or(1) != 0;
+        let done = self
+            .guest
+            .call("proxy_on_done", r, &[r as i32])?
+            .unwrap_or(1)
+            != 0;
         Ok(done || self.guest.state().done_called)
     }
 
@@ -1100,7 +1167,10 @@ fn local_response(reply: &LocalReply) -> ClientResponse {
 
 fn client_response(p: &Pump, local: Option<LocalReply>) -> ClientResponse {
     let mut headers = p.fwd_headers.clone().unwrap_or_default();
-    let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = headers
+        .get(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     headers.remove(":status");
     ClientResponse {
         status,

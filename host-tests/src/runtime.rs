@@ -14,7 +14,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
-use wasmtime::{Config, Engine, Instance, InstancePre, Linker, Module, Store, StoreLimitsBuilder, Val};
+use wasmtime::{
+    Config, Engine, Instance, InstancePre, Linker, Module, Store, StoreLimitsBuilder, Val,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -50,12 +52,15 @@ const WASI: &str = "wasi_snapshot_preview1";
 /// The ABI versions Envoy accepts, marked by an exported function.
 const ABI_MARKERS: &[&str] = &["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"];
 
+/// Compiled plugins by path, with the modification time they were built from.
+type CompileCache = HashMap<PathBuf, (Option<SystemTime>, Plugin)>;
+
 /// Engine, linker and compile cache. Clone it freely (it is a handle).
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
-    cache: Arc<Mutex<HashMap<PathBuf, (Option<SystemTime>, Plugin)>>>,
+    cache: Arc<Mutex<CompileCache>>,
 }
 
 impl Runtime {
@@ -90,14 +95,18 @@ impl Runtime {
             .with_context(|| format!("cannot read {}", path.display()))?
             .modified()
             .ok();
-        let cache = self.cache.lock().map_err(|_| anyhow!("compile cache poisoned"))?;
+        let cache = self
+            .cache
+            .lock()
+            .map_err(|_| anyhow!("compile cache poisoned"))?;
         if let Some((t, p)) = cache.get(&path) {
             if *t == mtime {
                 return Ok(p.clone());
             }
         }
         drop(cache);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let plugin = self.compile(&bytes, &path.display().to_string())?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(path, (mtime, plugin.clone()));
@@ -107,10 +116,14 @@ impl Runtime {
 
     /// Compiles a module from wasm bytes or WAT text.
     pub fn compile(&self, bytes: &[u8], name: &str) -> Result<Plugin> {
-        let module = Module::new(&self.engine, bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile {name}"))?;
+        let module = Module::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot compile {name}"))?;
         check_imports(&module).with_context(|| format!("{name} would not load in Envoy"))?;
         if !ABI_MARKERS.iter().any(|m| module.get_export(m).is_some()) {
-            bail!("{name} exports no supported proxy-wasm ABI version (want proxy_abi_version_0_2_1)");
+            bail!(
+                "{name} exports no supported proxy-wasm ABI version (want proxy_abi_version_0_2_1)"
+            );
         }
         let pre = self
             .linker
@@ -266,14 +279,22 @@ impl Guest {
     }
 
     /// [`Guest::call`] with arbitrary wasm values (e.g. i64 arguments).
-    pub fn call_vals(&mut self, callback: &'static str, ctx: u32, params: &[Val]) -> Result<Option<i32>> {
+    pub fn call_vals(
+        &mut self,
+        callback: &'static str,
+        ctx: u32,
+        params: &[Val],
+    ) -> Result<Option<i32>> {
         if let Some(why) = &self.crashed {
             bail!("VM crashed earlier, cannot call {callback}: {why}");
         }
         let Some(func) = self.instance.get_func(&mut self.store, callback) else {
             return Ok(None);
         };
-        let args = params.iter().map(|v| v.i32().or(v.i64().map(|x| x as i32)).unwrap_or(0)).collect();
+        let args = params
+            .iter()
+            .map(|v| v.i32().or(v.i64().map(|x| x as i32)).unwrap_or(0))
+            .collect();
         self.trace.push((callback, args));
         let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
         self.store.set_fuel(self.fuel_per_call)?;

@@ -31,11 +31,17 @@ mod guest {
         ("proxy_get_metric", "i32 i32"),
         ("proxy_set_tick_period_milliseconds", "i32"),
         ("proxy_get_current_time_nanoseconds", "i32"),
-        ("proxy_send_local_response", "i32 i32 i32 i32 i32 i32 i32 i32"),
+        (
+            "proxy_send_local_response",
+            "i32 i32 i32 i32 i32 i32 i32 i32",
+        ),
         ("proxy_continue_stream", "i32"),
         ("proxy_close_stream", "i32"),
         ("proxy_http_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
-        ("proxy_grpc_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
+        (
+            "proxy_grpc_call",
+            "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32",
+        ),
         ("proxy_grpc_stream", "i32 i32 i32 i32 i32 i32 i32 i32 i32"),
         ("proxy_grpc_send", "i32 i32 i32 i32"),
         ("proxy_grpc_cancel", "i32"),
@@ -51,7 +57,9 @@ mod guest {
     pub fn wat(extra: &str) -> String {
         let mut m = String::from("(module\n");
         for (name, params) in HOSTCALLS {
-            m += &format!("(import \"env\" \"{name}\" (func ${name} (param {params}) (result i32)))\n");
+            m += &format!(
+                "(import \"env\" \"{name}\" (func ${name} (param {params}) (result i32)))\n"
+            );
         }
         m += r#"
   (memory (export "memory") 4)
@@ -81,7 +89,11 @@ mod guest {
 "#;
 
     pub fn vm(extra: &str) -> Vm {
-        Plugin::from_bytes(wat(extra)).unwrap().vm().start().unwrap()
+        Plugin::from_bytes(wat(extra))
+            .unwrap()
+            .vm()
+            .start()
+            .unwrap()
     }
 
     /// Returns the bytes a hostcall handed back through (ptr at `rp`, size at `rp+4`).
@@ -155,7 +167,10 @@ mod guest {
 "#;
 
     /// A VM of the FLOW guest with action slots set before any request.
-    pub fn flow_vm(b: impl FnOnce(citygate_host::VmBuilder) -> citygate_host::VmBuilder, slots: &[(i32, i32)]) -> Vm {
+    pub fn flow_vm(
+        b: impl FnOnce(citygate_host::VmBuilder) -> citygate_host::VmBuilder,
+        slots: &[(i32, i32)],
+    ) -> Vm {
         let plugin = Plugin::from_bytes(wat(FLOW)).unwrap();
         let mut vm = b(plugin.vm()).start().unwrap();
         let root = vm.root_context_id();

@@ -24,11 +24,9 @@ fn buffer(state: &mut HostState, t: u32) -> Result<&mut Vec<u8>, Status> {
             }
             Ok(&mut s.response.body)
         }
-        HTTP_CALL_RESPONSE_BODY => Ok(&mut state
-            .call_response
-            .as_mut()
-            .ok_or(Status::NotFound)?
-            .body),
+        HTTP_CALL_RESPONSE_BODY => {
+            Ok(&mut state.call_response.as_mut().ok_or(Status::NotFound)?.body)
+        }
         GRPC_RECEIVE_BUFFER => state.grpc_message.as_mut().ok_or(Status::NotFound),
         VM_CONFIGURATION => Ok(&mut state.settings.vm_configuration),
         PLUGIN_CONFIGURATION => Ok(&mut state.settings.plugin_configuration),

@@ -15,12 +15,16 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         ENV,
         "proxy_get_configuration",
         |mut c: Cx<'_>, rp: u32, rs: u32| {
-            finish((|| {
+            finish({
                 let cfg = c.data().settings.plugin_configuration.clone();
                 memory::return_bytes(&mut c, &cfg, rp, rs)
-            })())
+            })
         },
     )?;
-    l.func_wrap(ENV, "emscripten_notify_memory_growth", |_: Cx<'_>, _: u32| {})?;
+    l.func_wrap(
+        ENV,
+        "emscripten_notify_memory_growth",
+        |_: Cx<'_>, _: u32| {},
+    )?;
     Ok(())
 }

@@ -66,7 +66,10 @@ impl Headers {
     /// The proxy-wasm wire format: `u32` count, then `(u32 key_len,
     /// u32 value_len)` per pair, then each key and value NUL-terminated.
     pub fn serialize(&self) -> Vec<u8> {
-        let pairs: Vec<(&[u8], &[u8])> = self.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = self
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
         serialize_pairs(&pairs)
     }
 

@@ -55,26 +55,30 @@ impl fmt::Display for LogEntry {
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(ENV, "proxy_log", |mut c: Cx<'_>, level: u32, p: u32, n: u32| {
-        finish((|| {
-            let level = LogLevel::from_u32(level).ok_or(Status::BadArgument)?;
-            let bytes = memory::read(&mut c, p, n)?;
-            let s = c.data_mut();
-            if level >= s.settings.log_level {
-                s.logs.push(LogEntry {
-                    level,
-                    message: String::from_utf8_lossy(&bytes).into_owned(),
-                    context_id: s.effective,
-                });
-            }
-            Ok(())
-        })())
-    })?;
+    l.func_wrap(
+        ENV,
+        "proxy_log",
+        |mut c: Cx<'_>, level: u32, p: u32, n: u32| {
+            finish((|| {
+                let level = LogLevel::from_u32(level).ok_or(Status::BadArgument)?;
+                let bytes = memory::read(&mut c, p, n)?;
+                let s = c.data_mut();
+                if level >= s.settings.log_level {
+                    s.logs.push(LogEntry {
+                        level,
+                        message: String::from_utf8_lossy(&bytes).into_owned(),
+                        context_id: s.effective,
+                    });
+                }
+                Ok(())
+            })())
+        },
+    )?;
     l.func_wrap(ENV, "proxy_get_log_level", |mut c: Cx<'_>, rp: u32| {
-        finish((|| {
+        finish({
             let level = c.data().settings.log_level as u32;
             memory::write_u32(&mut c, rp, level)
-        })())
+        })
     })?;
     Ok(())
 }

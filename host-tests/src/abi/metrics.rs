@@ -42,7 +42,11 @@ impl SharedStore {
         Ok(s.metrics.len() as u32)
     }
 
-    fn with_metric<T>(&self, id: u32, f: impl FnOnce(&mut Metric) -> Result<T, Status>) -> Result<T, Status> {
+    fn with_metric<T>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut Metric) -> Result<T, Status>,
+    ) -> Result<T, Status> {
         let mut s = self.lock();
         let m = s
             .metrics
@@ -137,7 +141,12 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         ENV,
         "proxy_increment_metric",
         |c: Cx<'_>, id: u32, offset: i64| {
-            finish(c.data().shared.increment_metric(id, offset).map_err(Into::into))
+            finish(
+                c.data()
+                    .shared
+                    .increment_metric(id, offset)
+                    .map_err(Into::into),
+            )
         },
     )?;
     l.func_wrap(
@@ -147,12 +156,16 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             finish(c.data().shared.record_metric(id, value).map_err(Into::into))
         },
     )?;
-    l.func_wrap(ENV, "proxy_get_metric", |mut c: Cx<'_>, id: u32, rp: u32| {
-        finish((|| {
-            memory::check(&mut c, rp, 8)?;
-            let v = c.data().shared.get_metric(id)?;
-            memory::write_u64(&mut c, rp, v)
-        })())
-    })?;
+    l.func_wrap(
+        ENV,
+        "proxy_get_metric",
+        |mut c: Cx<'_>, id: u32, rp: u32| {
+            finish((|| {
+                memory::check(&mut c, rp, 8)?;
+                let v = c.data().shared.get_metric(id)?;
+                memory::write_u64(&mut c, rp, v)
+            })())
+        },
+    )?;
     Ok(())
 }

@@ -93,10 +93,10 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         ENV,
         "proxy_get_current_time_nanoseconds",
         |mut c: Cx<'_>, rp: u32| {
-            finish((|| {
+            finish({
                 let now = c.data().clock.now_nanos();
                 memory::write_u64(&mut c, rp, now)
-            })())
+            })
         },
     )?;
     Ok(())
