@@ -659,6 +659,41 @@ mod tests {
         assert!(!serde_json::to_string(&doc).expect("json").contains("{{"));
     }
 
+    /// A finished install as pip leaves it, without running pip.
+    fn fake_install(dir: &Path) -> PathBuf {
+        let venv = dir.join(format!("envoy-{ENVOY_VERSION}"));
+        let bin = venv.join("lib/python3.99/site-packages/envoy/_bin");
+        fs::create_dir_all(&bin).expect("mkdir");
+        fs::write(bin.join("envoy"), b"").expect("binary");
+        fs::write(venv.join(".citygate-installed"), b"envoy version").expect("marker");
+        bin.join("envoy")
+    }
+
+    #[test]
+    fn finished_install_is_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = fake_install(dir.path());
+        assert_eq!(install(dir.path()).expect("found"), binary);
+    }
+
+    #[test]
+    fn waits_for_a_concurrent_install() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join(format!("envoy-{ENVOY_VERSION}.lock"));
+        fs::write(&lock, b"4242").expect("lock");
+        let other = {
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                sleep(Duration::from_millis(300));
+                let binary = fake_install(&dir);
+                fs::remove_file(dir.join(format!("envoy-{ENVOY_VERSION}.lock"))).expect("unlock");
+                binary
+            })
+        };
+        let found = install(dir.path()).expect("waited");
+        assert_eq!(found, other.join().expect("installer"));
+    }
+
     #[test]
     fn unfilled_placeholder_is_an_error() {
         let err =
