@@ -104,7 +104,21 @@ impl JwksControl {
 struct Shared {
     received: Mutex<Vec<ReceivedRequest>>,
     jwks: JwksControl,
+    script: Mutex<Option<ScriptedReply>>,
     stop: AtomicBool,
+}
+
+/// A reply the scenario runner dictates: while set, every request except
+/// the JWKS gets it (so the same scenario runs in wasmtime and in Envoy).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Send the body chunked, in pieces of this size.
+    pub chunk_size: Option<usize>,
+    /// Trailers (implies chunked).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Shared {
@@ -150,6 +164,7 @@ impl DemoApi {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             jwks: JwksControl::new(jwks),
+            script: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
         let workers = (0..WORKERS)
@@ -168,6 +183,12 @@ impl DemoApi {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answer every request (but the JWKS) with `reply`; `None` restores
+    /// the demo data.
+    pub fn script(&self, reply: Option<ScriptedReply>) {
+        *self.shared.script.lock().unwrap_or_else(|p| p.into_inner()) = reply;
     }
 
     /// Change the JWKS or its behaviour at run time.
@@ -253,6 +274,17 @@ fn json_reply(status: u16, value: &Value) -> Reply {
 fn handle(mut request: Request, shared: &Shared) {
     let received = record(&mut request);
     shared.received().push(received.clone());
+    if received.path != "/.well-known/jwks.json" {
+        let script = shared
+            .script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(script) = script {
+            let _ = write_scripted(request, &script);
+            return;
+        }
+    }
     let reply = route(&received, shared);
     let _ = match reply {
         Reply::Body {
@@ -660,6 +692,43 @@ fn write_chunked(request: Request, body: &[u8]) -> std::io::Result<()> {
         thread::sleep(Duration::from_millis(2));
     }
     out.write_all(b"0\r\n\r\n")?;
+    out.flush()
+}
+
+/// Writes a scripted reply by hand, so chunking and trailers are exactly
+/// what the scenario asked for.
+fn write_scripted(request: Request, reply: &ScriptedReply) -> std::io::Result<()> {
+    let chunked = reply.chunk_size.is_some() || !reply.trailers.is_empty();
+    let mut out = request.into_writer();
+    let mut head = format!("HTTP/1.1 {} Scripted\r\n", reply.status);
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if chunked {
+        head.push_str("transfer-encoding: chunked\r\n");
+    } else {
+        head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    out.write_all(head.as_bytes())?;
+    if chunked {
+        for chunk in reply
+            .body
+            .chunks(reply.chunk_size.unwrap_or(usize::MAX).max(1))
+        {
+            write!(out, "{:x}\r\n", chunk.len())?;
+            out.write_all(chunk)?;
+            out.write_all(b"\r\n")?;
+            out.flush()?;
+        }
+        out.write_all(b"0\r\n")?;
+        for (name, value) in &reply.trailers {
+            write!(out, "{name}: {value}\r\n")?;
+        }
+        out.write_all(b"\r\n")?;
+    } else {
+        out.write_all(&reply.body)?;
+    }
     out.flush()
 }
 

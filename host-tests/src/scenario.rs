@@ -4,10 +4,12 @@
 //! upstream. Credentials are references minted from demo keys.
 
 pub mod credentials;
+pub mod envoy_target;
 pub mod expect;
 pub mod file;
 pub mod load;
 pub mod run;
 
+pub use envoy_target::EnvoyTarget;
 pub use load::{find_scenarios, Scenario};
 pub use run::{run_scenario, CaseResult, Target, WasmTarget};
