@@ -1,13 +1,14 @@
 //! The `citygate` command: configuration checks, policy and scenario tests
 //! through the real .wasm, demo credentials, and the demo gateway.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use citygate_host::cli;
+use citygate_host::scenario::credentials::{Credentials, Tamper};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,9 @@ enum Command {
     Jwks {
         #[arg(long, default_value = "city-idp")]
         issuer: String,
+        /// Only these key ids (repeatable); default: all of the issuer's.
+        #[arg(long = "kid")]
+        kids: Vec<String>,
         #[arg(long, default_value = cli::DEFAULT_CREDENTIALS)]
         credentials: PathBuf,
     },
@@ -152,14 +156,12 @@ fn run(args: Cli) -> Result<ExitCode> {
                     tamper,
                     credentials,
                 } => {
-                    let credentials =
-                        citygate_host::scenario::credentials::Credentials::load(&credentials)?;
-                    let tamper = citygate_host::scenario::credentials::Tamper::parse(&tamper)?;
+                    let credentials = Credentials::load(&cli::resolve(&credentials))?;
+                    let tamper = Tamper::parse(&tamper)?;
                     credentials.mint(&name, tamper, now)?
                 }
                 MintWhat::ApiKey { name, credentials } => {
-                    let credentials =
-                        citygate_host::scenario::credentials::Credentials::load(&credentials)?;
+                    let credentials = Credentials::load(&cli::resolve(&credentials))?;
                     credentials.api_key(&name)?.to_string()
                 }
             };
@@ -168,13 +170,15 @@ fn run(args: Cli) -> Result<ExitCode> {
         }
         Command::Jwks {
             issuer,
+            kids,
             credentials,
         } => {
-            let credentials =
-                citygate_host::scenario::credentials::Credentials::load(Path::new(&credentials))?;
+            let credentials = Credentials::load(&cli::resolve(&credentials))?;
+            let kids: Vec<&str> = kids.iter().map(String::as_str).collect();
+            let only = (!kids.is_empty()).then_some(kids.as_slice());
             println!(
                 "{}",
-                serde_json::to_string_pretty(&credentials.jwks(&issuer, None)?)?
+                serde_json::to_string_pretty(&credentials.jwks(&issuer, only)?)?
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -188,8 +188,14 @@ impl Credentials {
                 continue;
             }
             let (alg, encoding) = self.encoding_key(key)?;
-            let mut jwk =
-                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg)?)?;
+            let mut jwk = if alg == Algorithm::EdDSA {
+                // jsonwebtoken cannot derive an OKP JWK; the public key is
+                // the Ed25519 point of the signing key.
+                let signing = self.ed25519_key(key)?;
+                serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes())})
+            } else {
+                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg)?)?
+            };
             if let Some(object) = jwk.as_object_mut() {
                 object.insert("kid".into(), kid.clone().into());
                 object.insert("use".into(), "sig".into());
@@ -334,20 +340,31 @@ impl Credentials {
         Ok(EncodingKey::from_secret(b"attacker-controlled-secret"))
     }
 
-    fn public_pem(&self, spec: &KeySpec) -> Result<String> {
+    fn private_pem(&self, spec: &KeySpec) -> Result<String> {
         let file = spec
             .private_key
             .as_ref()
-            .ok_or_else(|| anyhow!("HS-with-public-key needs an asymmetric key"))?;
-        let output = std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(self.dir.join(file))
-            .output()
-            .context("running openssl to derive a public key")?;
-        if !output.status.success() {
-            bail!("openssl could not read {}", file.display());
-        }
-        Ok(String::from_utf8(output.stdout)?)
+            .ok_or_else(|| anyhow!("this needs an asymmetric key"))?;
+        std::fs::read_to_string(self.dir.join(file))
+            .with_context(|| format!("reading {}", file.display()))
+    }
+
+    fn ed25519_key(&self, spec: &KeySpec) -> Result<ed25519_dalek::SigningKey> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        ed25519_dalek::SigningKey::from_pkcs8_pem(&self.private_pem(spec)?)
+            .map_err(|e| anyhow!("Ed25519 key: {e}"))
+    }
+
+    /// The RSA public key as PEM: what an attacker has and tries as an
+    /// HMAC secret.
+    fn public_pem(&self, spec: &KeySpec) -> Result<String> {
+        use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(&self.private_pem(spec)?)
+            .map_err(|e| anyhow!("RSA key: {e}"))?;
+        private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| anyhow!("RSA public key: {e}"))
     }
 }
 
