@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 
 use super::bucket::BucketParams;
-use super::config::{MatchConfig, RateLimitConfig, RuleConfig, Scope};
+use super::config::{Descriptor, MatchConfig, OnMissing, RateLimitConfig, RuleConfig, Scope};
 use super::key::KeySpec;
 use super::store::RuleStore;
 use crate::config::{ConfigError, RouteConfig};
@@ -151,18 +151,44 @@ fn compile_rule(
 /// that gives stored bytes their meaning, so after a config change workers
 /// never read buckets written for another capacity, period, key or cap.
 fn store_prefix(rule: &RuleConfig, max_keys: u32) -> String {
-    let shape = format!(
-        "{:?}|{:?}|{}|{}|{}|{}",
-        rule.key,
-        rule.on_missing,
+    let mut hasher = Sha256::new();
+    let mut field = |value: &str| {
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    };
+    for descriptor in &rule.key {
+        field(&descriptor_id(descriptor));
+    }
+    field(match rule.on_missing {
+        OnMissing::SharedBucket => "shared_bucket",
+        OnMissing::Skip => "skip",
+    });
+    for number in [
         rule.bucket.capacity,
         rule.bucket.refill.tokens,
         rule.bucket.refill.period_seconds,
-        max_keys
-    );
-    let digest = Sha256::digest(shape.as_bytes());
+        u64::from(max_keys),
+    ] {
+        field(&number.to_string());
+    }
+    let digest = hasher.finalize();
     let fingerprint = hex::encode(digest.get(..8).unwrap_or_default());
     format!("citygate/rl/v1/{}/{fingerprint}/", rule.name)
+}
+
+/// A descriptor's stable spelling for the fingerprint (not `Debug`, whose
+/// output is not a promise across compiler versions).
+fn descriptor_id(descriptor: &Descriptor) -> String {
+    match descriptor {
+        Descriptor::Subject => "subject".into(),
+        Descriptor::ClientId => "client_id".into(),
+        Descriptor::ApiKeyId => "api_key_id".into(),
+        Descriptor::ClientIp => "client_ip/v6-64".into(),
+        Descriptor::Route => "route".into(),
+        Descriptor::Method => "method".into(),
+        Descriptor::Header(name) => format!("header:{}", name.to_ascii_lowercase()),
+        Descriptor::Claim(name) => format!("claim:{name}"),
+    }
 }
 
 /// Names go into shared-data keys and into a structured-field string in
@@ -185,7 +211,6 @@ fn check_name(name: &str, at: &str) -> Result<(), ConfigError> {
 }
 
 fn check_key(rule: &RuleConfig, at: &str) -> Result<(), ConfigError> {
-    use super::config::Descriptor;
     for (i, descriptor) in rule.key.iter().enumerate() {
         match descriptor {
             Descriptor::Header(name) if !is_header_name(name) => {
@@ -279,4 +304,48 @@ fn compile_condition(
             .map(|c| (c.claim.clone(), c.equals.clone()))
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(value: serde_json::Value) -> RuleConfig {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "name": "per-tenant",
+            "key": [{"header": "X-Tenant"}, "client_ip"],
+            "bucket": {"capacity": 10, "refill": {"tokens": 5, "period_seconds": 60}}
+        })
+    }
+
+    #[test]
+    fn the_store_prefix_changes_exactly_when_stored_bytes_change_meaning() {
+        let prefix = store_prefix(&rule(base()), 100);
+        assert!(prefix.starts_with("citygate/rl/v1/per-tenant/"), "{prefix}");
+        assert_eq!(prefix, store_prefix(&rule(base()), 100));
+        let mut lower = base();
+        lower["key"][0]["header"] = "x-tenant".into();
+        assert_eq!(prefix, store_prefix(&rule(lower), 100));
+        let mut shadow = base();
+        shadow["shadow"] = true.into();
+        assert_eq!(prefix, store_prefix(&rule(shadow), 100));
+
+        assert_ne!(prefix, store_prefix(&rule(base()), 101));
+        let mut capacity = base();
+        capacity["bucket"]["capacity"] = 11.into();
+        assert_ne!(prefix, store_prefix(&rule(capacity), 100));
+        let mut period = base();
+        period["bucket"]["refill"]["period_seconds"] = 61.into();
+        assert_ne!(prefix, store_prefix(&rule(period), 100));
+        let mut key = base();
+        key["key"] = serde_json::json!(["client_ip", {"header": "x-tenant"}]);
+        assert_ne!(prefix, store_prefix(&rule(key), 100));
+        let mut missing = base();
+        missing["on_missing"] = "skip".into();
+        assert_ne!(prefix, store_prefix(&rule(missing), 100));
+    }
 }

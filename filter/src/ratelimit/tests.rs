@@ -594,3 +594,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_readme_example_compiles_and_behaves_as_documented() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("### `rate_limits`").unwrap()..];
+    let start = section.find("```json\n").unwrap() + "```json\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let example: Value = serde_json::from_str(&format!("{{{}}}", &section[start..end])).unwrap();
+    let (limiter, routes) = limiter(example["rate_limits"].clone());
+    assert_eq!(limiter.rules.len(), 5);
+    let host = MemoryHost::at_unix_seconds(T0);
+    let view = request("GET", "10.0.0.1", &[]);
+    let headers = limiter
+        .check(&view, &Identity::anonymous(), &routes[1], &host)
+        .unwrap();
+    assert_eq!(header(&headers, "ratelimit"), Some("\"per-ip\";r=59;t=1"));
+}
