@@ -11,24 +11,24 @@ use super::bucket::{ceil_seconds, BucketParams, BucketState};
 
 /// One rule's quota as a client sees it after a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaView {
+pub struct QuotaView<'a> {
     /// The rule's name; validated at compile time to be a safe sf-string.
-    pub policy: String,
+    pub policy: &'a str,
     pub quota: u64,
     pub window_seconds: u64,
     pub remaining: u64,
     pub reset_seconds: u64,
 }
 
-impl QuotaView {
+impl<'a> QuotaView<'a> {
     pub fn new(
-        policy: &str,
+        policy: &'a str,
         params: &BucketParams,
         window_seconds: u64,
         state: BucketState,
     ) -> Self {
         Self {
-            policy: policy.to_string(),
+            policy,
             quota: params.capacity(),
             window_seconds,
             remaining: params.remaining(state),
@@ -37,14 +37,14 @@ impl QuotaView {
     }
 
     /// The tighter of two quotas: fewer tokens left, then the later reset.
-    pub fn is_tighter_than(&self, other: &QuotaView) -> bool {
+    pub fn is_tighter_than(&self, other: &QuotaView<'_>) -> bool {
         (self.remaining, std::cmp::Reverse(self.reset_seconds))
             < (other.remaining, std::cmp::Reverse(other.reset_seconds))
     }
 }
 
 /// Fields for an allowed response.
-pub fn quota_headers(quota: &QuotaView, legacy: bool) -> Vec<(String, String)> {
+pub fn quota_headers(quota: &QuotaView<'_>, legacy: bool) -> Vec<(String, String)> {
     let mut headers = vec![
         (
             "ratelimit-policy".to_string(),
@@ -87,9 +87,9 @@ pub fn retry_after_seconds(nanos_until_token: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn quota(remaining: u64, reset: u64) -> QuotaView {
+    fn quota(remaining: u64, reset: u64) -> QuotaView<'static> {
         QuotaView {
-            policy: "per-ip".into(),
+            policy: "per-ip",
             quota: 100,
             window_seconds: 60,
             remaining,

@@ -139,7 +139,7 @@ impl RateLimiter {
         .with_header("retry-after", "1"))
     }
 
-    fn refusal(&self, quota: &QuotaView, retry_after: u64) -> Denial {
+    fn refusal(&self, quota: &QuotaView<'_>, retry_after: u64) -> Denial {
         let mut denial = Denial::new(
             429,
             Stage::RateLimit,
