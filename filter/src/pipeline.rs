@@ -86,7 +86,7 @@ impl Gateway {
     pub fn compile(config: PluginConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             auth: Authenticator::compile(&config.auth, &config.routes)?,
-            limits: RateLimiter::compile(&config.rate_limits)?,
+            limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
             policy: PolicyEngine::compile(config.policy.as_ref())?,
             redactor: Redactor::compile(&config.redaction, &config.routes)?,
             config,
