@@ -54,7 +54,12 @@ fn hash_key_is_the_sha256_hex_digest() {
 
 #[test]
 fn every_scenario_of_the_policy_pack_passes_in_the_wasm() {
-    let summary = cli::test_dir(&filter_wasm().unwrap(), Path::new("policies"), false, None).unwrap();
+    let summary =
+        cli::test_dir(&filter_wasm().unwrap(), Path::new("policies"), false, None).unwrap();
     assert_eq!(summary.failed, 0, "scenario failures are printed above");
-    assert!(summary.passed >= 9, "only {} scenario cases ran", summary.passed);
+    assert!(
+        summary.passed >= 9,
+        "only {} scenario cases ran",
+        summary.passed
+    );
 }
