@@ -1,6 +1,8 @@
 //! Authentication: credentials → [`Identity`].
 //! (Skeleton: anonymous routes only; API keys, JWT and mTLS come next.)
 
+pub mod jwt;
+
 use serde::Deserialize;
 
 use crate::config::{ConfigError, RouteConfig};
