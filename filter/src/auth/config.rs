@@ -58,6 +58,18 @@ pub struct ApiKeyConfig {
     pub disabled: bool,
 }
 
+/// A secret from the configuration: its `Debug` never shows the value, so
+/// printing a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Timestamp {
@@ -141,7 +153,7 @@ pub struct JwtKeysConfig {
     /// A public key or certificate.
     pub pem: Option<String>,
     /// For HS*; write it as `${env:NAME}`. At least 32 bytes.
-    pub hmac_secret: Option<String>,
+    pub hmac_secret: Option<Secret>,
     /// `kid` for a `pem` or `hmac_secret` key.
     pub kid: Option<String>,
     pub remote: Option<RemoteJwksConfig>,

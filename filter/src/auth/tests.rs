@@ -427,6 +427,10 @@ fn remote_jwks_requests_wait_then_fail_closed_or_resume() {
     ));
     // The root tick fetches once; the wait over, still no keys → 503.
     let auth_stage = gw.authenticator();
+    assert!(
+        auth_stage.on_tick(&host).is_empty(),
+        "the first tick creates the lock"
+    );
     let tokens = auth_stage.on_tick(&host);
     assert_eq!(tokens.len(), 1);
     assert!(auth_stage.on_tick(&host).is_empty(), "one fetch in flight");
@@ -453,6 +457,7 @@ fn remote_key_rotation_refetches_on_unknown_kid() {
     let host = host();
     let gw = remote_gateway();
     let stage = gw.authenticator();
+    stage.on_tick(&host);
     let first = stage.on_tick(&host)[0];
     stage.on_callout_response(
         first,
@@ -547,6 +552,8 @@ fn hmac_secrets_come_from_the_environment() {
     });
     let env = |name: &str| (name == "CITYGATE_JWT_SECRET").then(|| secret.clone());
     let gw = Gateway::from_json(doc.to_string().as_bytes(), &env).unwrap();
+    let printed = format!("{:?}", gw.config());
+    assert!(!printed.contains(&secret), "Debug never shows secrets");
     let t = mint(
         &json!({"alg": "HS256"}),
         &claims(json!({})),

@@ -134,6 +134,13 @@ impl JwksStore {
     /// Takes the process-wide fetch lock; `false` when another VM holds it.
     fn lock(&self, host: &dyn Host, now_nanos: u64) -> bool {
         let current = host.shared_get(&self.lock_key);
+        if current.bytes.is_none() {
+            // Shared data has no create-if-absent: an unconditional first
+            // write could let two workers both believe they hold the lock.
+            // Create the entry unlocked and take it by CAS on a later tick.
+            let _ = host.shared_set(&self.lock_key, b"0", None);
+            return false;
+        }
         let held_until: u64 = current
             .bytes
             .as_deref()
@@ -262,13 +269,19 @@ mod tests {
         testkeys::jwks(&[testkeys::rsa_jwk(kid)])
     }
 
+    /// The first call only creates the lock entry.
+    fn first_fetch(store: &JwksStore, host: &MemoryHost) -> u32 {
+        assert_eq!(store.start_fetch(host), None);
+        store.start_fetch(host).unwrap()
+    }
+
     #[test]
     fn first_fetch_is_dispatched_once_per_process() {
         let host = MemoryHost::at_unix_seconds(1_000);
         let worker_a = JwksStore::new("city", config());
         let worker_b = JwksStore::new("city", config());
         assert!(worker_a.keys(&host).is_none());
-        assert_eq!(worker_a.start_fetch(&host), Some(1));
+        assert_eq!(first_fetch(&worker_a, &host), 1);
         assert_eq!(worker_b.start_fetch(&host), None, "lock held by worker a");
         let callouts = host.callouts.borrow().clone();
         assert_eq!(callouts.len(), 1);
@@ -288,7 +301,7 @@ mod tests {
     fn endpoint_down_after_a_first_fetch_keeps_the_last_good_set() {
         let host = MemoryHost::at_unix_seconds(1_000);
         let store = JwksStore::new("city", config());
-        store.start_fetch(&host).unwrap();
+        first_fetch(&store, &host);
         store.accept_response(200, jwks("k1").as_bytes(), &host);
         host.advance_seconds(600);
         store.start_fetch(&host).unwrap();
@@ -309,7 +322,7 @@ mod tests {
     fn key_rotation_is_picked_up_by_refresh_and_bumps_the_generation() {
         let host = MemoryHost::at_unix_seconds(1_000);
         let store = JwksStore::new("city", config());
-        store.start_fetch(&host).unwrap();
+        first_fetch(&store, &host);
         store.accept_response(200, jwks("k1").as_bytes(), &host);
         let (_, generation) = store.keys(&host).unwrap();
         host.advance_seconds(600);
@@ -328,7 +341,7 @@ mod tests {
     fn unknown_kid_refetch_is_rate_limited() {
         let host = MemoryHost::at_unix_seconds(1_000);
         let store = JwksStore::new("city", config());
-        store.start_fetch(&host).unwrap();
+        first_fetch(&store, &host);
         store.accept_response(200, jwks("k1").as_bytes(), &host);
         assert!(!store.request_refetch(&host), "just fetched");
         assert_eq!(store.start_fetch(&host), None);
@@ -341,7 +354,7 @@ mod tests {
     fn a_lost_reply_frees_the_lock_after_the_timeout() {
         let host = MemoryHost::at_unix_seconds(1_000);
         let store = JwksStore::new("city", config());
-        assert!(store.start_fetch(&host).is_some());
+        first_fetch(&store, &host);
         host.advance_seconds(2);
         assert_eq!(store.start_fetch(&host), None, "lock held, back-off");
         host.advance_seconds(3);

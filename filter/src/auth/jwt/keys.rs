@@ -409,6 +409,17 @@ mod tests {
     }
 
     #[test]
+    fn pkcs1_rsa_public_keys_load() {
+        let (_, spki_der) = der::pem::decode_vec(testkeys::RSA_PUBLIC.trim().as_bytes()).unwrap();
+        let spki = SubjectPublicKeyInfoRef::try_from(spki_der.as_slice()).unwrap();
+        let pkcs1 = spki.subject_public_key.as_bytes().unwrap();
+        let pem =
+            der::pem::encode_string("RSA PUBLIC KEY", der::pem::LineEnding::LF, pkcs1).unwrap();
+        let set = KeySet::from_pem(&pem).unwrap();
+        assert_eq!(set.keys()[0].key_type, KeyType::Rsa);
+    }
+
+    #[test]
     fn private_keys_and_garbage_are_refused_without_echoing_them() {
         let err = KeySet::from_pem(testkeys::EC256_PRIVATE).unwrap_err();
         assert!(err.0.contains("private key"), "{err}");

@@ -307,7 +307,7 @@ fn keys(
         return inline(KeySet::from_pem(pem), "pem");
     }
     if let Some(secret) = &config.hmac_secret {
-        return inline(KeySet::from_hmac_secret(secret.as_bytes()), "hmac_secret");
+        return inline(KeySet::from_hmac_secret(secret.0.as_bytes()), "hmac_secret");
     }
     let Some(remote) = &config.remote else {
         return Err(ConfigError::new(at, "no keys configured"));
