@@ -212,8 +212,9 @@ impl Gateway {
                 .authenticate(&view, route, &self.config.gateway.realm, host)
             {
                 AuthOutcome::Authenticated(identity, edits) => (identity, edits),
-                AuthOutcome::Denied(denial) => {
-                    return Admission::Answered(self.deny(&denial, record, host))
+                AuthOutcome::Denied(denial, reason) => {
+                    record.reason = Some(reason.to_string());
+                    return Admission::Answered(self.deny(&denial, record, host));
                 }
                 AuthOutcome::KeysPending { max_wait_ms } if attempt.may_wait() => {
                     return Admission::AwaitingKeys { max_wait_ms }

@@ -36,7 +36,9 @@ use mtls::DeviceMapper;
 
 pub enum AuthOutcome {
     Authenticated(Identity, UpstreamEdits),
-    Denied(Denial),
+    /// The denial and the precise reason for the decision log
+    /// (`jwt-expired`, `api-key-revoked`, …); the client sees less.
+    Denied(Denial, &'static str),
     /// A remote JWKS has not arrived yet. The shell waits up to
     /// `max_wait_ms` (resuming when keys arrive) and then asks again with
     /// waiting disallowed, which yields a 503 — never an allow.
@@ -44,6 +46,8 @@ pub enum AuthOutcome {
         max_wait_ms: u64,
     },
 }
+
+const MISSING: &str = "missing-credentials";
 
 /// Per route: the providers its `jwt` method may use.
 #[derive(Debug, Default)]
@@ -105,7 +109,7 @@ impl Authenticator {
         host: &dyn Host,
     ) -> AuthOutcome {
         let outcome = self.judge(view, route, realm, host);
-        if let AuthOutcome::Denied(_) = outcome {
+        if let AuthOutcome::Denied(..) = outcome {
             host.count(Metric::AuthDenied, 1);
         }
         outcome
@@ -121,7 +125,10 @@ impl Authenticator {
         let auth = &route.auth;
         let Some(plan) = self.routes.get(&route.name) else {
             // A route compiled without a plan cannot happen; fail closed.
-            return AuthOutcome::Denied(challenge::missing_credentials(realm, &auth.methods));
+            return AuthOutcome::Denied(
+                challenge::missing_credentials(realm, &auth.methods),
+                MISSING,
+            );
         };
         for method in &auth.methods {
             match method {
@@ -134,7 +141,10 @@ impl Authenticator {
                         .authenticate(&found.value, host.now_unix_seconds())
                     {
                         Ok(identity) => self.admit(view, route, realm, identity, Some(&found)),
-                        Err(error) => AuthOutcome::Denied(challenge::invalid_api_key(realm, error)),
+                        Err(error) => AuthOutcome::Denied(
+                            challenge::invalid_api_key(realm, error),
+                            error.reason(),
+                        ),
                     };
                 }
                 AuthMethod::Jwt => {
@@ -142,18 +152,19 @@ impl Authenticator {
                         continue;
                     };
                     let Some(provider) = provider else {
-                        return AuthOutcome::Denied(challenge::invalid_token(
-                            realm,
-                            JwtError::WrongIssuer,
-                        ));
+                        return AuthOutcome::Denied(
+                            challenge::invalid_token(realm, JwtError::WrongIssuer),
+                            JwtError::WrongIssuer.reason(),
+                        );
                     };
                     return match provider.authenticate(&found.value, host) {
                         JwtOutcome::Verified(identity) => {
                             self.admit(view, route, realm, identity, Some(&found))
                         }
-                        JwtOutcome::Invalid(error) => {
-                            AuthOutcome::Denied(challenge::invalid_token(realm, error))
-                        }
+                        JwtOutcome::Invalid(error) => AuthOutcome::Denied(
+                            challenge::invalid_token(realm, error),
+                            error.reason(),
+                        ),
                         JwtOutcome::KeysPending { max_wait_ms } => {
                             AuthOutcome::KeysPending { max_wait_ms }
                         }
@@ -173,7 +184,10 @@ impl Authenticator {
         if auth.anonymous {
             return self.admit(view, route, realm, Identity::anonymous(), None);
         }
-        AuthOutcome::Denied(challenge::missing_credentials(realm, &auth.methods))
+        AuthOutcome::Denied(
+            challenge::missing_credentials(realm, &auth.methods),
+            MISSING,
+        )
     }
 
     /// The token and the provider to verify it: the first token any of the
@@ -226,11 +240,10 @@ impl Authenticator {
         let roles_ok = auth.required_roles.is_empty()
             || auth.required_roles.iter().any(|r| identity.has_role(r));
         if !scopes_ok || !roles_ok {
-            return AuthOutcome::Denied(challenge::insufficient_scope(
-                realm,
-                &identity,
-                &auth.required_scopes,
-            ));
+            return AuthOutcome::Denied(
+                challenge::insufficient_scope(realm, &identity, &auth.required_scopes),
+                "insufficient-scope",
+            );
         }
         let mut edits = UpstreamEdits::default();
         let params: Vec<&str> = self.query_params.iter().map(String::as_str).collect();

@@ -209,7 +209,14 @@ fn invalid_tokens_get_rfc_6750_challenges_without_echoing_the_token() {
     assert_eq!(host.counter(Metric::AuthInvalidCredentials), 4);
     assert_eq!(host.counter(Metric::AuthDenied), 4);
     let log = host.log_lines().join("\n");
-    assert!(log.contains("\"reason\":\"invalid-token\""), "{log}");
+    for reason in [
+        "jwt-expired",
+        "jwt-wrong-audience",
+        "jwt-wrong-issuer",
+        "jwt-unknown-kid",
+    ] {
+        assert!(log.contains(&format!("\"reason\":\"{reason}\"")), "{log}");
+    }
     assert!(!log.contains("eyJ"), "no token in the decision log");
 }
 
@@ -278,6 +285,11 @@ fn api_keys_valid_revoked_expired_wrong() {
         );
         assert!(!String::from_utf8_lossy(&reply.body).contains(key));
     }
+    let log = host.log_lines().join("\n");
+    for reason in ["api-key-revoked", "api-key-expired", "api-key-unknown"] {
+        assert!(log.contains(&format!("\"reason\":\"{reason}\"")), "{log}");
+    }
+    assert!(!log.contains("pk_"), "keys never reach the log");
 }
 
 #[test]
