@@ -65,6 +65,37 @@ pub struct Forwarded {
     pub record: DecisionRecord,
 }
 
+/// How a request's headers were judged.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(Box<Admitted>),
+    Answered(LocalReply),
+    /// A remote JWKS is not loaded yet: the shell pauses the request and
+    /// judges it again when keys arrive or `max_wait_ms` has passed.
+    AwaitingKeys {
+        max_wait_ms: u64,
+    },
+}
+
+/// Which judgement of a request this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The first, and the request may wait for keys.
+    First,
+    /// The request waited and keys may have arrived; it may wait on.
+    Retry,
+    /// The wait is over: keys still missing is a 503.
+    Final,
+    /// The first and only (no waiting): keys missing is a 503.
+    Only,
+}
+
+impl Attempt {
+    fn may_wait(self) -> bool {
+        matches!(self, Self::First | Self::Retry)
+    }
+}
+
 /// The compiled configuration: everything per-request work needs, prepared
 /// once in `on_configure`.
 pub struct Gateway {
@@ -101,6 +132,11 @@ impl Gateway {
         self.config.routes.get(index)
     }
 
+    /// The authentication stage (the shell drives its JWKS fetches).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.limits
     }
@@ -122,16 +158,38 @@ impl Gateway {
         deny::reply(denial, &self.config.gateway.problem_type_base, record, host)
     }
 
-    /// Request headers: normalize, route, authenticate, rate-limit.
+    /// Request headers: normalize, route, authenticate, rate-limit. Pending
+    /// remote keys are answered with 503 here; the shell uses
+    /// [`Gateway::admit_or_wait`] to wait for them instead.
     pub fn admit(&self, raw: &RawRequest, host: &dyn Host) -> Result<Admitted, LocalReply> {
-        host.count(Metric::RequestsTotal, 1);
+        match self.admit_or_wait(raw, host, Attempt::Only) {
+            Admission::Admitted(admitted) => Ok(*admitted),
+            Admission::Answered(reply) => Err(reply),
+            Admission::AwaitingKeys { .. } => Err(self.deny(
+                &crate::auth::challenge::keys_unavailable(),
+                DecisionRecord::default(),
+                host,
+            )),
+        }
+    }
+
+    /// Like [`Gateway::admit`], but a request whose identity provider's keys
+    /// have not arrived yet may wait for them (see [`Attempt`]).
+    pub fn admit_or_wait(&self, raw: &RawRequest, host: &dyn Host, attempt: Attempt) -> Admission {
+        if attempt != Attempt::Retry && attempt != Attempt::Final {
+            host.count(Metric::RequestsTotal, 1);
+        }
         let mut record = DecisionRecord::default();
         let view = match normalize::normalize(raw, &self.config.gateway) {
             Ok(view) => view,
             Err(e) => {
                 record.method = header_value(raw, ":method");
                 record.request_id = header_value(raw, "x-request-id");
-                return Err(self.deny(&Denial::bad_request(e.detail()), record, host));
+                return Admission::Answered(self.deny(
+                    &Denial::bad_request(e.detail()),
+                    record,
+                    host,
+                ));
             }
         };
         record.request_id = view.id.clone();
@@ -143,7 +201,7 @@ impl Gateway {
             .iter()
             .position(|r| r.matcher.matches(&view.method, &view.path))
         else {
-            return Err(self.deny(&Denial::no_route(), record, host));
+            return Admission::Answered(self.deny(&Denial::no_route(), record, host));
         };
         let route = &self.config.routes[route_index];
         record.route = Some(route.name.clone());
@@ -154,14 +212,25 @@ impl Gateway {
                 .authenticate(&view, route, &self.config.gateway.realm, host)
             {
                 AuthOutcome::Authenticated(identity, edits) => (identity, edits),
-                AuthOutcome::Denied(denial) => return Err(self.deny(&denial, record, host)),
+                AuthOutcome::Denied(denial, reason) => {
+                    record.reason = Some(reason.to_string());
+                    return Admission::Answered(self.deny(&denial, record, host));
+                }
+                AuthOutcome::KeysPending { max_wait_ms } if attempt.may_wait() => {
+                    return Admission::AwaitingKeys { max_wait_ms }
+                }
+                AuthOutcome::KeysPending { .. } => {
+                    host.count(Metric::AuthDenied, 1);
+                    let denial = crate::auth::challenge::keys_unavailable();
+                    return Admission::Answered(self.deny(&denial, record, host));
+                }
             };
         host.count(Metric::AuthAllowed, 1);
         record.identify(&identity, self.pseudonym_key());
 
         let response_headers = match self.limits.check(&view, &identity, route, host) {
             Ok(headers) => headers,
-            Err(denial) => return Err(self.deny(&denial, record, host)),
+            Err(denial) => return Admission::Answered(self.deny(&denial, record, host)),
         };
 
         let mut edits = spoofed_header_removals(&view);
@@ -169,14 +238,14 @@ impl Gateway {
         if view.upstream_path() != view.raw_path && edits.path.is_none() {
             edits.path = Some(view.upstream_path());
         }
-        Ok(Admitted {
+        Admission::Admitted(Box::new(Admitted {
             view,
             identity,
             route_index,
             edits,
             response_headers,
             record,
-        })
+        }))
     }
 
     /// How many body bytes the policy wants, when the route buffers bodies.

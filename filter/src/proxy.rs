@@ -2,6 +2,7 @@
 //! per-request state machine. Nothing here decides; it moves bytes between
 //! the proxy and [`Gateway`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,12 +15,17 @@ use crate::deny::LocalReply;
 use crate::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
 use crate::metrics::{Metric, MetricKind};
 use crate::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
-use crate::pipeline::{Admitted, Forwarded, Gateway, UpstreamEdits};
+use crate::pipeline::{Admission, Admitted, Attempt, Forwarded, Gateway, UpstreamEdits};
 use crate::redact::{BodyAction, Minimized};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(ProxyLogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CitygateRoot::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(CitygateRoot {
+            context_id,
+            ..CitygateRoot::default()
+        })
+    });
 }}
 
 /// The [`Host`] as Envoy provides it.
@@ -111,13 +117,119 @@ fn define_metrics() -> HashMap<Metric, u32> {
         .collect()
 }
 
-#[derive(Default)]
-struct CitygateRoot {
-    gateway: Option<Rc<Gateway>>,
-    host: EnvoyHost,
+/// A request paused until its identity provider's keys arrive. Only the
+/// root context learns when they do, so it re-judges the request under the
+/// request's context id (`proxy_set_effective_context`).
+#[derive(Debug, Clone, Copy)]
+struct KeyWaiter {
+    context_id: u32,
+    deadline_nanos: u64,
+    end_of_stream: bool,
+    /// The request body ended while waiting: its size (`None` after trailers).
+    body_done: Option<Option<usize>>,
 }
 
-impl Context for CitygateRoot {}
+/// Per-VM state shared by the root and its HTTP contexts (one thread).
+#[derive(Default, Clone)]
+struct Shared {
+    waiters: Rc<RefCell<Vec<KeyWaiter>>>,
+    /// States the root settled for waiting contexts, adopted by each
+    /// context at its next callback.
+    settled: Rc<RefCell<HashMap<u32, (RequestState, ResponseState)>>>,
+}
+
+#[derive(Default)]
+struct CitygateRoot {
+    context_id: u32,
+    gateway: Option<Rc<Gateway>>,
+    host: EnvoyHost,
+    shared: Shared,
+    last_sweep_nanos: u64,
+}
+
+/// With remote JWKS the tick also resumes waiting requests, so it runs often.
+const FAST_TICK: Duration = Duration::from_millis(100);
+const SWEEP_EVERY_NANOS: u64 = 1_000_000_000;
+
+impl CitygateRoot {
+    /// Judges every waiting request again: admitted or answered ones leave
+    /// the queue, the others wait on until their deadline (then 503).
+    fn wake_key_waiters(&self) {
+        let Some(gateway) = &self.gateway else {
+            return;
+        };
+        let waiters = std::mem::take(&mut *self.shared.waiters.borrow_mut());
+        if waiters.is_empty() {
+            return;
+        }
+        let now = self.host.now_unix_nanos();
+        for waiter in waiters {
+            if hostcalls::set_effective_context(waiter.context_id).is_err() {
+                continue; // the stream is gone
+            }
+            let mut flow = CitygateHttp::new(
+                gateway.clone(),
+                self.host.clone(),
+                waiter.context_id,
+                self.shared.clone(),
+            );
+            let attempt = if now >= waiter.deadline_nanos {
+                Attempt::Final
+            } else {
+                Attempt::Retry
+            };
+            let mut action = flow.judge_headers(attempt, waiter);
+            if let (RequestState::AwaitingBody { .. }, Some(size)) =
+                (&flow.request, waiter.body_done)
+            {
+                action = flow.finish_request_body(size);
+            }
+            match flow.request {
+                RequestState::AwaitingKeys => continue,
+                RequestState::Forwarded(_) if action == Action::Continue => {
+                    let _ = hostcalls::resume_http_request();
+                }
+                _ => {}
+            }
+            self.shared.settled.borrow_mut().insert(
+                waiter.context_id,
+                (
+                    std::mem::replace(&mut flow.request, RequestState::Headers),
+                    std::mem::replace(&mut flow.response, ResponseState::Streaming),
+                ),
+            );
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+}
+
+impl Context for CitygateRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(gateway) = self.gateway.clone() else {
+            return;
+        };
+        // A failed call has no `:status`: 0 counts as a failed fetch.
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        if gateway
+            .authenticator()
+            .on_callout_response(token_id, status, &body, &self.host)
+        {
+            self.wake_key_waiters();
+        }
+    }
+}
 
 impl RootContext for CitygateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -128,9 +240,15 @@ impl RootContext for CitygateRoot {
         let env = |name: &str| std::env::var(name).ok();
         match Gateway::from_json(&bytes, &env) {
             Ok(gateway) => {
+                // Rate-limit buckets are swept on the root context's tick;
+                // remote JWKS are fetched and waiting requests resumed on it.
+                let tick = if gateway.authenticator().has_remote_keys() {
+                    FAST_TICK
+                } else {
+                    Duration::from_secs(1)
+                };
                 self.gateway = Some(Rc::new(gateway));
-                // Rate-limit buckets are swept on the root context's tick.
-                self.set_tick_period(Duration::from_secs(1));
+                self.set_tick_period(tick);
                 self.host
                     .log(LogLevel::Info, "citygate: configuration accepted");
                 true
@@ -145,20 +263,27 @@ impl RootContext for CitygateRoot {
     }
 
     fn on_tick(&mut self) {
-        if let Some(gateway) = &self.gateway {
+        let Some(gateway) = &self.gateway else {
+            return;
+        };
+        let now = self.host.now_unix_nanos();
+        if now.saturating_sub(self.last_sweep_nanos) >= SWEEP_EVERY_NANOS {
+            self.last_sweep_nanos = now;
             gateway.rate_limiter().sweep(&self.host);
         }
+        // Fetches first: waking waiters switches the effective context.
+        gateway.authenticator().on_tick(&self.host);
+        self.wake_key_waiters();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let gateway = self.gateway.clone()?;
-        Some(Box::new(CitygateHttp {
+        Some(Box::new(CitygateHttp::new(
             gateway,
-            host: self.host.clone(),
-            request: RequestState::Headers,
-            response: ResponseState::Streaming,
-            status: 0,
-        }))
+            self.host.clone(),
+            context_id,
+            self.shared.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -170,6 +295,8 @@ impl RootContext for CitygateRoot {
 enum RequestState {
     /// Waiting for the request headers.
     Headers,
+    /// Paused until the identity provider's keys arrive (the root resumes it).
+    AwaitingKeys,
     /// Admitted; the route buffers the request body for the policy.
     AwaitingBody {
         admitted: Box<Admitted>,
@@ -194,12 +321,79 @@ enum ResponseState {
 struct CitygateHttp {
     gateway: Rc<Gateway>,
     host: EnvoyHost,
+    context_id: u32,
+    shared: Shared,
     request: RequestState,
     response: ResponseState,
     status: u16,
 }
 
 impl CitygateHttp {
+    fn new(gateway: Rc<Gateway>, host: EnvoyHost, context_id: u32, shared: Shared) -> Self {
+        Self {
+            gateway,
+            host,
+            context_id,
+            shared,
+            request: RequestState::Headers,
+            response: ResponseState::Streaming,
+            status: 0,
+        }
+    }
+
+    /// Takes the state the root settled while this request waited for keys.
+    fn adopt_settled(&mut self) {
+        if let Some((request, response)) = self.shared.settled.borrow_mut().remove(&self.context_id)
+        {
+            self.request = request;
+            self.response = response;
+        }
+    }
+
+    fn note_body_done(&self, size: Option<usize>) {
+        let mut waiters = self.shared.waiters.borrow_mut();
+        if let Some(waiter) = waiters.iter_mut().find(|w| w.context_id == self.context_id) {
+            waiter.body_done = Some(size);
+        }
+    }
+
+    /// Admission of the request headers; `waiter` carries an earlier wait.
+    fn judge_headers(&mut self, attempt: Attempt, waiter: KeyWaiter) -> Action {
+        let raw = self.raw_request();
+        let admitted = match self.gateway.admit_or_wait(&raw, &self.host, attempt) {
+            Admission::Admitted(admitted) => *admitted,
+            Admission::Answered(reply) => return self.answer(reply),
+            Admission::AwaitingKeys { max_wait_ms } => {
+                let deadline_nanos = if attempt == Attempt::First {
+                    self.host
+                        .now_unix_nanos()
+                        .saturating_add(max_wait_ms.saturating_mul(1_000_000))
+                } else {
+                    waiter.deadline_nanos
+                };
+                self.shared.waiters.borrow_mut().push(KeyWaiter {
+                    deadline_nanos,
+                    ..waiter
+                });
+                self.request = RequestState::AwaitingKeys;
+                return Action::Pause;
+            }
+        };
+        let end_of_stream = waiter.end_of_stream;
+        match self.gateway.request_body_limit(&admitted) {
+            Some(limit) if !end_of_stream => {
+                self.request = RequestState::AwaitingBody {
+                    admitted: Box::new(admitted),
+                    limit,
+                };
+                // Hold the headers until the body is in: the policy may read it.
+                Action::Pause
+            }
+            Some(_) => self.authorize(admitted, Some(&[]), false),
+            None => self.authorize(admitted, None, false),
+        }
+    }
+
     /// The only place that sends a local reply.
     fn answer(&mut self, reply: LocalReply) -> Action {
         let headers: Vec<(&str, &str)> = reply
@@ -316,26 +510,23 @@ impl Context for CitygateHttp {}
 
 impl HttpContext for CitygateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let raw = self.raw_request();
-        let admitted = match self.gateway.admit(&raw, &self.host) {
-            Ok(admitted) => admitted,
-            Err(reply) => return self.answer(reply),
+        let waiter = KeyWaiter {
+            context_id: self.context_id,
+            deadline_nanos: 0,
+            end_of_stream,
+            body_done: None,
         };
-        match self.gateway.request_body_limit(&admitted) {
-            Some(limit) if !end_of_stream => {
-                self.request = RequestState::AwaitingBody {
-                    admitted: Box::new(admitted),
-                    limit,
-                };
-                // Hold the headers until the body is in: the policy may read it.
-                Action::Pause
-            }
-            Some(_) => self.authorize(admitted, Some(&[]), false),
-            None => self.authorize(admitted, None, false),
-        }
+        self.judge_headers(Attempt::First, waiter)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            if end_of_stream {
+                self.note_body_done(Some(body_size));
+            }
+            return Action::Pause;
+        }
         match (&self.request, end_of_stream) {
             (RequestState::AwaitingBody { .. }, false) => Action::Pause,
             (RequestState::AwaitingBody { .. }, true) => self.finish_request_body(Some(body_size)),
@@ -345,6 +536,11 @@ impl HttpContext for CitygateHttp {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            self.note_body_done(None);
+            return Action::Pause;
+        }
         match self.request {
             RequestState::AwaitingBody { .. } => self.finish_request_body(None),
             RequestState::Answered => Action::Pause,
@@ -353,6 +549,7 @@ impl HttpContext for CitygateHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.adopt_settled();
         let RequestState::Forwarded(forwarded) = &self.request else {
             return Action::Continue;
         };
@@ -422,6 +619,14 @@ impl HttpContext for CitygateHttp {
     }
 
     fn on_log(&mut self) {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            let id = self.context_id;
+            self.shared
+                .waiters
+                .borrow_mut()
+                .retain(|w| w.context_id != id);
+        }
         if let RequestState::Forwarded(forwarded) = &self.request {
             let record = forwarded.record.clone();
             self.gateway.finish(record, self.status, &self.host);
