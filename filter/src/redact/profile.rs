@@ -134,12 +134,15 @@ impl Rule {
                 work.counts.dropped_entities += select::remove_all(document, locations);
             }
             (Scope::Path(path), Operation::Drop(Some(predicate))) => {
-                let locations = select::locate(path, document)
+                // Test every selected node, nested ones too, then drop the
+                // outermost matches.
+                let matching = select::locate_all(path, document)
                     .into_iter()
                     .filter(|location| {
                         matches!(select::get_mut(document, location), Some(Value::Object(f)) if predicate.holds(f))
                     })
                     .collect();
+                let locations = select::outermost(matching);
                 work.counts.dropped_entities += select::remove_all(document, locations);
             }
             (Scope::Path(path), operation) => {

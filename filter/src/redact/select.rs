@@ -86,8 +86,12 @@ pub type Location = Vec<Step>;
 /// The locations a JSONPath selects, outermost only (a node inside another
 /// selected node is reached through its ancestor).
 pub fn locate(path: &JsonPath, document: &Value) -> Vec<Location> {
-    let mut found: Vec<Location> = path
-        .query_located(document)
+    outermost(locate_all(path, document))
+}
+
+/// Every location a JSONPath selects, nested ones included.
+pub fn locate_all(path: &JsonPath, document: &Value) -> Vec<Location> {
+    path.query_located(document)
         .locations()
         .map(|location| {
             location
@@ -98,7 +102,11 @@ pub fn locate(path: &JsonPath, document: &Value) -> Vec<Location> {
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// The locations that lie inside no other of them.
+pub fn outermost(mut found: Vec<Location>) -> Vec<Location> {
     found.sort();
     found.dedup();
     let mut outermost: Vec<Location> = Vec::new();

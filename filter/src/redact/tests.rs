@@ -444,6 +444,26 @@ fn jsonpath_rules_and_filters() {
 }
 
 #[test]
+fn drop_entity_with_a_path_tests_nested_nodes_too() {
+    let mut config = config_with_routes(json!([])).redaction;
+    config.profiles.insert(
+        "drop".into(),
+        serde_json::from_value(json!({"rules": [
+            {"path": "$..*", "action": "drop_entity", "when": {"field": "type", "equals": "Person"}}
+        ]}))
+        .unwrap(),
+    );
+    let redactor = Redactor::compile(&config, &[]).unwrap();
+    let (out, summary) = minimize(
+        &redactor,
+        &["drop"],
+        &json!({"fleet": {"vehicles": [{"type": "Vehicle", "driver": {"type": "Person", "name": "Erika"}}]}}),
+    );
+    assert_eq!(out, json!({"fleet": {"vehicles": [{"type": "Vehicle"}]}}));
+    assert_eq!(summary.counts.get("dropped_entities"), Some(&1));
+}
+
+#[test]
 fn allowlists_take_jsonpaths_for_nested_members() {
     let mut config = config_with_routes(json!([])).redaction;
     config.profiles.insert(
