@@ -307,7 +307,7 @@ fn is_attribute_list(items: &[Value]) -> bool {
 pub fn mask_text(spec: &MaskSpec, text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let total = chars.len();
-    if spec.keep_first + spec.keep_last >= total {
+    if spec.keep_first.saturating_add(spec.keep_last) >= total {
         return std::iter::repeat_n(spec.mask_char, total).collect();
     }
     chars

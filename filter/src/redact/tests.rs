@@ -408,6 +408,38 @@ fn metrics_count_by_action() {
 }
 
 #[test]
+fn the_decision_log_line_carries_profile_and_counts_never_values() {
+    let (redactor, _) = example();
+    let (_, summary) = minimize(&redactor, &["analyst"], &vehicle_v2());
+    let host = MemoryHost::default();
+    let record = crate::decision_log::DecisionRecord {
+        redaction: Some(summary),
+        ..Default::default()
+    };
+    record.emit(&host);
+    let line: Value = serde_json::from_str(&host.log_lines()[0]).unwrap();
+    assert_eq!(line["redaction"]["profiles"], json!(["analyst"]));
+    assert_eq!(line["redaction"]["counts"]["hashed"], json!(2));
+    assert_no_personal_data(&line.to_string());
+    assert!(!line.to_string().contains("pn_k2026"));
+}
+
+#[test]
+fn mask_lengths_from_the_config_cannot_overflow() {
+    let mut config = config_with_routes(json!([])).redaction;
+    config.profiles.insert(
+        "huge".into(),
+        serde_json::from_value(json!({"rules": [
+            {"fields": ["phone"], "action": {"mask": {"keep_first": usize::MAX, "keep_last": usize::MAX}}}
+        ]}))
+        .unwrap(),
+    );
+    let redactor = Redactor::compile(&config, &[]).unwrap();
+    let (out, _) = minimize(&redactor, &["huge"], &json!({"phone": "+49 170 1234567"}));
+    assert_eq!(out["phone"], json!("***************"));
+}
+
+#[test]
 fn jsonpath_rules_and_filters() {
     let config = config_with_routes(json!([]));
     let mut redaction = config.redaction.clone();
