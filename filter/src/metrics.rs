@@ -62,6 +62,7 @@ metrics! {
     RedactionGeneralized => ("citygate_redaction_generalized", Counter, "values generalized by redaction"),
     RedactionDetectorHits => ("citygate_redaction_detector_hits", Counter, "PII detector matches inside strings"),
     RedactionFailedClosed => ("citygate_redaction_failed_closed", Counter, "responses replaced by a 502 because they could not be minimized"),
+    RedactionNonJsonPassed => ("citygate_redaction_non_json_passed", Counter, "non-JSON responses passed unminimized on routes that allow it (a fail-open switch)"),
 }
 
 #[cfg(test)]

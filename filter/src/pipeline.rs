@@ -14,7 +14,7 @@ use crate::normalize::{
 };
 use crate::policy::{PolicyEngine, RequestContext};
 use crate::ratelimit::RateLimiter;
-use crate::redact::Redactor;
+use crate::redact::{self, Redactor, ResponseRedaction};
 
 /// Changes to the request on its way upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,8 +53,9 @@ pub struct Admitted {
 pub struct ResponsePlan {
     pub add_headers: Vec<(String, String)>,
     pub remove_headers: Vec<String>,
-    /// Redaction profiles to apply; empty means the body passes untouched.
-    pub profiles: Vec<String>,
+    /// Redaction profiles and body options; no profiles means the body
+    /// passes untouched.
+    pub redaction: ResponseRedaction,
 }
 
 /// A request on its way upstream.
@@ -322,14 +323,21 @@ impl Gateway {
         }
         let mut add_headers = response_headers;
         add_headers.extend(decision.response_headers_to_add);
-        let profiles = self.redactor.profiles_for(route, &decision.redact);
+        let redaction = match self
+            .redactor
+            .plan_response(route, &decision.redact, &view.method)
+        {
+            Ok(redaction) => redaction,
+            Err(denial) => return Err(self.deny(&denial, record, host)),
+        };
+        edits.merge(redact::request_edits(route, &view, &redaction));
         host.count(Metric::RequestsAllowed, 1);
         Ok(Forwarded {
             edits,
             response: ResponsePlan {
                 add_headers,
                 remove_headers: self.redactor.response_headers_to_remove(route),
-                profiles,
+                redaction,
             },
             record,
         })

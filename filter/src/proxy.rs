@@ -16,7 +16,7 @@ use crate::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
 use crate::metrics::{Metric, MetricKind};
 use crate::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
 use crate::pipeline::{Admission, Admitted, Attempt, Forwarded, Gateway, UpstreamEdits};
-use crate::redact::{BodyAction, Minimized};
+use crate::redact::{BodyAction, BufferPlan, Minimized};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(ProxyLogLevel::Info);
@@ -115,6 +115,13 @@ fn define_metrics() -> HashMap<Metric, u32> {
                 .map(|id| (*metric, id))
         })
         .collect()
+}
+
+/// Fail-open switches in force, logged once when a configuration is accepted.
+fn gateway_warnings(gateway: Option<&Gateway>) -> Vec<String> {
+    gateway
+        .map(|g| g.redactor().startup_warnings().to_vec())
+        .unwrap_or_default()
 }
 
 /// A request paused until its identity provider's keys arrive. Only the
@@ -251,6 +258,9 @@ impl RootContext for CitygateRoot {
                 self.set_tick_period(tick);
                 self.host
                     .log(LogLevel::Info, "citygate: configuration accepted");
+                for warning in gateway_warnings(self.gateway.as_deref()) {
+                    self.host.log(LogLevel::Warn, &warning);
+                }
                 true
             }
             Err(error) => {
@@ -312,9 +322,7 @@ enum ResponseState {
     /// Headers and body pass (headers possibly edited).
     Streaming,
     /// The body is held until its end so it can be minimized.
-    Buffering {
-        max_bytes: usize,
-    },
+    Buffering(BufferPlan),
     Done,
 }
 
@@ -475,17 +483,20 @@ impl CitygateHttp {
 
     /// The response body is complete: minimize it or fail closed.
     fn finish_response_body(&mut self, body_size: Option<usize>) -> Action {
-        self.response = ResponseState::Done;
-        let body = self
-            .get_http_response_body(0, body_size.unwrap_or(usize::MAX))
-            .unwrap_or_default();
-        let headers = self.get_http_response_headers();
+        let ResponseState::Buffering(buffer) =
+            std::mem::replace(&mut self.response, ResponseState::Done)
+        else {
+            return Action::Continue;
+        };
+        // One byte past the bound is enough to know it was exceeded.
+        let wanted = body_size.unwrap_or(buffer.max_bytes.saturating_add(1));
+        let body = self.get_http_response_body(0, wanted).unwrap_or_default();
         let RequestState::Forwarded(forwarded) = &mut self.request else {
             return Action::Continue;
         };
         match self.gateway.redactor().minimize(
-            &forwarded.response.profiles,
-            &headers,
+            &forwarded.response.redaction,
+            &buffer,
             &body,
             &self.host,
         ) {
@@ -565,21 +576,22 @@ impl HttpContext for CitygateHttp {
         }
         let headers = self.get_http_response_headers();
         let action = self.gateway.redactor().on_response_headers(
-            &forwarded.response.profiles,
+            &forwarded.response.redaction,
             self.status,
             &headers,
             end_of_stream,
+            &self.host,
         );
         match action {
             Ok(BodyAction::PassThrough) => Action::Continue,
-            Ok(BodyAction::Buffer { max_bytes, edits }) => {
+            Ok(BodyAction::Buffer { plan, edits }) => {
                 for name in &edits.remove_headers {
                     self.set_http_response_header(name, None);
                 }
                 for (name, value) in &edits.set_headers {
                     self.set_http_response_header(name, Some(value));
                 }
-                self.response = ResponseState::Buffering { max_bytes };
+                self.response = ResponseState::Buffering(plan);
                 // Hold the headers: until the body is minimized we may still
                 // have to replace the whole response with a 502.
                 Action::Pause
@@ -593,8 +605,9 @@ impl HttpContext for CitygateHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match self.response {
-            ResponseState::Buffering { max_bytes } if body_size > max_bytes => {
+        match &self.response {
+            ResponseState::Buffering(plan) if body_size > plan.max_bytes => {
+                let max_bytes = plan.max_bytes;
                 let RequestState::Forwarded(forwarded) = &self.request else {
                     return Action::Pause;
                 };
@@ -604,8 +617,8 @@ impl HttpContext for CitygateHttp {
                     .deny(&denial, forwarded.record.clone(), &self.host);
                 self.answer(reply)
             }
-            ResponseState::Buffering { .. } if !end_of_stream => Action::Pause,
-            ResponseState::Buffering { .. } => self.finish_response_body(Some(body_size)),
+            ResponseState::Buffering(_) if !end_of_stream => Action::Pause,
+            ResponseState::Buffering(_) => self.finish_response_body(Some(body_size)),
             // Our own local reply passes through our response callbacks too.
             _ => Action::Continue,
         }
@@ -613,7 +626,7 @@ impl HttpContext for CitygateHttp {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         match self.response {
-            ResponseState::Buffering { .. } => self.finish_response_body(None),
+            ResponseState::Buffering(_) => self.finish_response_body(None),
             _ => Action::Continue,
         }
     }
