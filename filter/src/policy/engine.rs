@@ -90,25 +90,25 @@ impl PreparedPolicy {
     /// The rule must be declared by some module: a typo would otherwise deny
     /// every request as "undefined".
     pub fn check_entrypoint(&self, entrypoint: &str, at: &str) -> Result<(), ConfigError> {
-        let Some(rule) = entrypoint.strip_prefix("data.") else {
+        if !entrypoint.starts_with("data.") {
             return Err(ConfigError::new(at, "must start with `data.`"));
-        };
+        }
         let mut engine = self.engine.clone();
-        let declared = engine
-            .get_modules()
-            .iter()
-            .map(|m| m.package.span.source.get_path().clone())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .any(|file| {
-                self.engine
-                    .has_declared_rule_rooted_at(&file, rule)
-                    .unwrap_or(false)
-                    || self
-                        .engine
-                        .has_declared_rule_rooted_at(&file, entrypoint)
-                        .unwrap_or(false)
-            });
+        let declared = engine.get_modules().iter().any(|module| {
+            let package = module.package.refr.span().text();
+            module.policy.iter().any(|rule| {
+                let head = match rule.as_ref() {
+                    Rule::Spec { head, .. } => match head {
+                        RuleHead::Compr { refr, .. }
+                        | RuleHead::Set { refr, .. }
+                        | RuleHead::Func { refr, .. } => refr,
+                    },
+                    Rule::Default { refr, .. } => refr,
+                };
+                let full = format!("data.{package}.{}", head.span().text());
+                full == entrypoint || full.starts_with(&format!("{entrypoint}."))
+            })
+        });
         if declared {
             Ok(())
         } else {

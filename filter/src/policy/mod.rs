@@ -149,3 +149,6 @@ impl PolicyEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -220,9 +220,8 @@ fn constraints(value: &Value, now_ns: u64) -> Result<Constraints, String> {
             "iss" => out.iss = Some(text()?),
             "aud" => out.aud = Some(text()?),
             "time" => {
-                out.time_ns = v
-                    .as_f64()
-                    .map_err(|_| "constraint `time` must be a number".to_string())?
+                out.time_ns =
+                    number(v).ok_or_else(|| "constraint `time` must be a number".to_string())?
             }
             other => return Err(format!("unknown JWT constraint `{other}`")),
         }
@@ -275,7 +274,7 @@ fn claims_hold(payload: &Value, c: &Constraints) -> bool {
         return false;
     };
     let claim = |name: &str| claims.get(&Value::from(name));
-    let seconds = |v: &Value| v.as_f64().ok().map(|s| s * 1e9);
+    let seconds = |v: &Value| number(v).map(|s| s * 1e9);
     if let Some(exp) = claim("exp") {
         match seconds(exp) {
             Some(exp_ns) if c.time_ns < exp_ns => {}
@@ -324,3 +323,14 @@ pub const VERIFY_BUILTINS: &[(&str, Algorithm)] = &[
     ("io.jwt.verify_es384", Algorithm::ES384),
     ("io.jwt.verify_eddsa", Algorithm::EdDSA),
 ];
+
+/// A Rego number as f64 (regorus keeps large integers exact and refuses
+/// `as_f64` on some of them).
+fn number(v: &Value) -> Option<f64> {
+    v.as_u64()
+        .map(|n| n as f64)
+        .or_else(|_| v.as_i64().map(|n| n as f64))
+        .or_else(|_| v.as_f64())
+        .ok()
+        .filter(|f| f.is_finite())
+}
