@@ -21,9 +21,16 @@ is_write if http.method in {"POST", "PUT", "PATCH", "DELETE"}
 
 # --- APIs -------------------------------------------------------------------
 
-ngsi_v2 if array.slice(path, 0, 2) == ["v2", "entities"]
+ngsi_v2 if {
+	input.parsed_path[0] == "v2"
+	input.parsed_path[1] == "entities"
+}
 
-ngsi_ld if array.slice(path, 0, 3) == ["ngsi-ld", "v1", "entities"]
+ngsi_ld if {
+	input.parsed_path[0] == "ngsi-ld"
+	input.parsed_path[1] == "v1"
+	input.parsed_path[2] == "entities"
+}
 
 ngsi if ngsi_v2
 

@@ -352,6 +352,16 @@ fn unknown_functions_reject_the_config() {
     assert!(err
         .message
         .contains("crypto.x509.parse_and_verify_certificates"));
+    // OPA builtins left out of the build on purpose are refused too.
+    for call in ["http.send({})", "json.patch({}, [])", "uuid.rfc4122(\"x\")"] {
+        let module = format!("package envoy.authz\n\nallow if {{\n  x := {call}\n  x\n}}\n");
+        let err = compile_error(&[("a.rego", &module)], serde_json::json!({}));
+        assert!(
+            err.message.contains("unknown function"),
+            "{call}: {}",
+            err.message
+        );
+    }
     // Builtins, extensions, user functions (also through imports) pass.
     engine(
         &[
