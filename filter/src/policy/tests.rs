@@ -674,3 +674,101 @@ fn clone_and_evaluate_cost_is_small() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+mod public_keys {
+    //! `io.jwt.*` with public keys, through the authentication stage's
+    //! loader and verifier (demo keys from `auth/testdata`).
+
+    use jsonwebtoken::Algorithm;
+    use regorus::Value;
+    use serde_json::json;
+
+    use crate::auth::jwt::testkeys::{
+        jwks, mint, mint_rs256, rotated_rsa_jwk, rsa_jwk, signing_key, EC256_CERT, EC256_PRIVATE,
+        RSA_CERT, RSA_PUBLIC,
+    };
+    use crate::policy::builtins::io_jwt;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn decode_verify(token: &str, constraints: serde_json::Value) -> Value {
+        io_jwt::decode_verify(
+            &[
+                Value::from(token),
+                Value::from_json_str(&constraints.to_string()).unwrap(),
+            ],
+            NOW * 1_000_000_000,
+        )
+        .unwrap()[0]
+            .clone()
+    }
+
+    #[test]
+    fn rs256_verifies_with_a_certificate_a_public_key_and_a_jwks() {
+        let token = mint_rs256("k1", &json!({"sub": "alice", "exp": NOW + 60}));
+        for cert in [
+            RSA_CERT.to_string(),
+            RSA_PUBLIC.to_string(),
+            jwks(&[rsa_jwk("k1")]),
+        ] {
+            assert_eq!(
+                decode_verify(&token, json!({"cert": cert})),
+                Value::from(true)
+            );
+        }
+        // A JWKS whose only key has another kid and another modulus.
+        let wrong = jwks(&[rotated_rsa_jwk("k1")]);
+        assert_eq!(
+            decode_verify(&token, json!({"cert": wrong})),
+            Value::from(false)
+        );
+        // Expired tokens are invalid for decode_verify…
+        let expired = mint_rs256("k1", &json!({"exp": NOW - 1}));
+        assert_eq!(
+            decode_verify(&expired, json!({"cert": RSA_CERT})),
+            Value::from(false)
+        );
+        // …but verify_rs256 checks the signature only, as in OPA.
+        let verified = io_jwt::verify(
+            Algorithm::RS256,
+            &[Value::from(expired.as_str()), Value::from(RSA_CERT)],
+        )
+        .unwrap();
+        assert_eq!(verified, Value::from(true));
+    }
+
+    #[test]
+    fn es256_verifies_and_keys_are_bound_to_their_algorithm() {
+        let token = mint(
+            &json!({"alg": "ES256", "typ": "JWT"}),
+            &json!({"sub": "bob"}),
+            &signing_key(EC256_PRIVATE, Algorithm::ES256),
+            Algorithm::ES256,
+        );
+        assert_eq!(
+            io_jwt::verify(
+                Algorithm::ES256,
+                &[Value::from(token.as_str()), Value::from(EC256_CERT)]
+            )
+            .unwrap(),
+            Value::from(true)
+        );
+        // An RSA certificate never verifies an ES256 token.
+        assert_eq!(
+            decode_verify(&token, json!({"cert": RSA_CERT})),
+            Value::from(false)
+        );
+        // An HS256 token "signed" with the RSA public key text (key
+        // confusion) is refused when the policy hands a certificate.
+        let confused = mint(
+            &json!({"alg": "HS256"}),
+            &json!({"sub": "mallory"}),
+            &jsonwebtoken::EncodingKey::from_secret(RSA_CERT.as_bytes()),
+            Algorithm::HS256,
+        );
+        assert_eq!(
+            decode_verify(&confused, json!({"cert": RSA_CERT})),
+            Value::from(false)
+        );
+    }
+}
