@@ -14,7 +14,9 @@ use regorus::Value;
 
 use super::RequestContext;
 use crate::identity::Identity;
-use crate::normalize::{decode_form, RequestView};
+use crate::normalize::{
+    decode_form, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
+};
 
 /// Why no input could be built; the request is denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,10 +123,16 @@ fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
 }
 
 /// Names are already lower-case; repeated headers are joined with `,` as
-/// Envoy does in a `CheckRequest`. `:path` is the normalized one.
+/// Envoy does in a `CheckRequest`. `:path` is the normalized one. Headers
+/// the gateway strips before upstream (client-sent `x-citygate-*`, method
+/// overrides) are left out: a policy must not decide on a value upstream
+/// never sees, nor on a forged identity header.
 fn headers(view: &RequestView, upstream_path: &str) -> Value {
     let mut joined: BTreeMap<&str, String> = BTreeMap::new();
-    for (name, value) in &view.headers {
+    let stripped = |name: &str| {
+        name.starts_with(SPOOFABLE_HEADER_PREFIX) || METHOD_OVERRIDE_HEADERS.contains(&name)
+    };
+    for (name, value) in view.headers.iter().filter(|(n, _)| !stripped(n)) {
         let value = if name == ":path" {
             upstream_path
         } else {

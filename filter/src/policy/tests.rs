@@ -77,6 +77,8 @@ fn input_has_the_opa_envoy_shape() {
             ("Authorization", "Bearer x"),
             ("X-Multi", "a"),
             ("x-multi", "b"),
+            ("x-citygate-subject", "admin"),
+            ("x-http-method-override", "DELETE"),
         ],
     );
     let input = input_of(&v, None, false);
@@ -95,6 +97,14 @@ fn input_has_the_opa_envoy_shape() {
     assert_eq!(
         at(http, &["headers", ":path"]),
         &Value::from("/v2/entities?type=Parking+Spot&type=B&limit=5")
+    );
+    assert_eq!(
+        at(http, &["headers", "x-citygate-subject"]),
+        &Value::Undefined
+    );
+    assert_eq!(
+        at(http, &["headers", "x-http-method-override"]),
+        &Value::Undefined
     );
     assert_eq!(at(http, &["size"]), &Value::from(-1i64));
     assert_eq!(at(http, &["body"]), &Value::Undefined);
