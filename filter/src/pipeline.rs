@@ -116,10 +116,12 @@ impl Gateway {
     }
 
     pub fn compile(config: PluginConfig) -> Result<Self, ConfigError> {
+        let policy = PolicyEngine::compile(config.policy.as_ref())?;
+        policy.check_routes(&config.routes)?;
         Ok(Self {
             auth: Authenticator::compile(&config.auth, &config.routes)?,
             limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
-            policy: PolicyEngine::compile(config.policy.as_ref())?,
+            policy,
             redactor: Redactor::compile(&config.redaction, &config.routes)?,
             config,
         })

@@ -1,21 +1,26 @@
-//! Rego access policies evaluated in the filter with regorus.
-//! (Skeleton: without a policy every authenticated request is allowed.)
+//! Rego access policies evaluated in the filter with regorus, compatible
+//! with OPA-Envoy: the same input shape, the same decision shapes, the
+//! `io.jwt.*` builtins its primer uses.
+//!
+//! Without a `policy` section no policy is evaluated and every request a
+//! route admits is allowed (routes may still require authentication).
 
-use serde::Deserialize;
+pub mod builtins;
+mod config;
+mod decision;
+mod engine;
+pub mod input;
+pub mod testing;
 
-use crate::config::ConfigError;
-use crate::config::RouteConfig;
-use crate::host::Host;
+pub use config::{PolicyConfig, RoutePolicy, DEFAULT_ENTRYPOINT, DEFAULT_MAX_EVAL_MICROS};
+pub use decision::{parse_decision, DecisionError};
+pub use engine::PreparedPolicy;
+
+use crate::config::{ConfigError, RouteConfig};
+use crate::host::{Host, LogLevel};
 use crate::identity::Identity;
+use crate::metrics::Metric;
 use crate::normalize::RequestView;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutePolicy {}
 
 /// The policy's verdict (DESIGN.md "Decision").
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,18 +51,104 @@ pub struct RequestContext<'a> {
     pub body_truncated: bool,
 }
 
+#[derive(Debug)]
+struct CompiledPolicy {
+    prepared: PreparedPolicy,
+    entrypoint: String,
+    dry_run: bool,
+}
+
 #[derive(Debug, Default)]
-pub struct PolicyEngine {}
+pub struct PolicyEngine {
+    policy: Option<CompiledPolicy>,
+}
 
 impl PolicyEngine {
-    pub fn compile(_config: Option<&PolicyConfig>) -> Result<Self, ConfigError> {
-        Ok(Self {})
+    pub fn compile(config: Option<&PolicyConfig>) -> Result<Self, ConfigError> {
+        let Some(config) = config else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            policy: Some(CompiledPolicy {
+                prepared: PreparedPolicy::prepare(config)?,
+                entrypoint: config.entrypoint.clone(),
+                dry_run: config.dry_run,
+            }),
+        })
     }
 
-    pub fn authorize(&self, _request: &RequestContext<'_>, _host: &dyn Host) -> Decision {
-        Decision {
-            allowed: true,
-            ..Decision::default()
+    /// Route options that need the compiled modules: a route's own
+    /// entrypoint must exist, and needs a policy at all.
+    pub fn check_routes(&self, routes: &[RouteConfig]) -> Result<(), ConfigError> {
+        for (index, route) in routes.iter().enumerate() {
+            let Some(entrypoint) = &route.policy.entrypoint else {
+                continue;
+            };
+            let at = format!("$.routes[{index}].policy.entrypoint");
+            match &self.policy {
+                Some(policy) => policy.prepared.check_entrypoint(entrypoint, &at)?,
+                None => {
+                    return Err(ConfigError::new(
+                        at,
+                        "a route entrypoint needs a `policy` section",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    pub fn authorize(&self, request: &RequestContext<'_>, host: &dyn Host) -> Decision {
+        let Some(policy) = &self.policy else {
+            return Decision {
+                allowed: true,
+                ..Decision::default()
+            };
+        };
+        let entrypoint = request
+            .route
+            .policy
+            .entrypoint
+            .as_deref()
+            .unwrap_or(&policy.entrypoint);
+        let dry_run = policy.dry_run || request.route.policy.dry_run;
+        let started = host.now_unix_nanos();
+        let outcome = input::build_input(request)
+            .map_err(|e| e.reason().to_string())
+            .and_then(|input| policy.prepared.evaluate(entrypoint, input, started))
+            .and_then(|value| parse_decision(&value).map_err(|e| e.describe()));
+        let eval_micros = host.now_unix_nanos().saturating_sub(started) / 1_000;
+        host.record(Metric::PolicyEvalMicros, eval_micros);
+        match outcome {
+            Ok(decision) => Decision {
+                eval_micros,
+                dry_run,
+                ..decision
+            },
+            Err(reason) => {
+                host.count(Metric::PolicyError, 1);
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "citygate: route {}: request denied: {reason}",
+                        request.route.name
+                    ),
+                );
+                Decision {
+                    allowed: false,
+                    reason: Some(reason),
+                    eval_micros,
+                    dry_run,
+                    ..Decision::default()
+                }
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

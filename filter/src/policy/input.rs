@@ -1,0 +1,270 @@
+//! The policy input in OPA-Envoy's v3 shape (what OPA-Envoy builds from
+//! Envoy's `CheckRequest`), plus citygate's `identity` and `route`. Built
+//! directly as a `regorus::Value`: no JSON text is produced per request.
+//!
+//! Differences from OPA-Envoy, all on the safe side: `path`, `parsed_path`
+//! and the `:path` header carry the *normalized* path (what upstream will
+//! receive), and `size` is a number (`-1` when unknown) rather than
+//! protojson's string.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use regorus::Value;
+
+use super::RequestContext;
+use crate::identity::Identity;
+use crate::normalize::{
+    decode_form, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
+};
+
+/// Why no input could be built; the request is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// A JSON request body that does not parse (OPA-Envoy fails the check too).
+    BodyNotJson,
+}
+
+impl InputError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BodyNotJson => "request body is not valid JSON",
+        }
+    }
+}
+
+pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
+    let view = request.view;
+    let upstream_path = view.upstream_path();
+    let content_length = view
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let truncated = request.body_truncated
+        || matches!((request.body, content_length), (Some(body), Some(len)) if len > body.len() as u64);
+    let parsed_body = match request.body {
+        Some(body) if !truncated => parse_body(view.header("content-type"), body)?,
+        _ => Value::Null,
+    };
+
+    let mut http = object([
+        ("id", Value::from(view.id.as_str())),
+        ("method", Value::from(view.method.as_str())),
+        ("path", Value::from(upstream_path.as_str())),
+        ("host", Value::from(view.host.as_str())),
+        ("scheme", Value::from(view.scheme.as_str())),
+        ("protocol", Value::from(view.protocol.as_str())),
+        ("headers", headers(view, &upstream_path)),
+        (
+            "size",
+            content_length
+                .and_then(|n| i64::try_from(n).ok())
+                .map_or(Value::from(-1i64), Value::from),
+        ),
+    ]);
+    if let (Some(body), Ok(map)) = (request.body, http.as_object_mut()) {
+        map.insert(
+            Value::from("body"),
+            Value::from(String::from_utf8_lossy(body).as_ref()),
+        );
+    }
+
+    let mut source = object([("address", socket_address(view.source))]);
+    if let (Some(principal), Ok(map)) = (peer_principal(view), source.as_object_mut()) {
+        map.insert(Value::from("principal"), Value::from(principal));
+    }
+
+    Ok(object([
+        (
+            "attributes",
+            object([
+                ("source", source),
+                (
+                    "destination",
+                    object([("address", socket_address(view.destination))]),
+                ),
+                ("request", object([("http", http)])),
+            ]),
+        ),
+        ("parsed_path", parsed_path(&view.path)),
+        ("parsed_query", multimap(&view.query)),
+        ("parsed_body", parsed_body),
+        ("truncated_body", Value::from(truncated)),
+        (
+            "version",
+            object([
+                ("encoding", Value::from("protojson")),
+                ("ext_authz", Value::from("v3")),
+            ]),
+        ),
+        ("identity", identity(request.identity)),
+        (
+            "route",
+            object([("name", Value::from(request.route.name.as_str()))]),
+        ),
+    ]))
+}
+
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::from(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect::<BTreeMap<Value, Value>>(),
+    )
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::from(
+        items
+            .into_iter()
+            .map(|s| Value::from(s.as_str()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Names are already lower-case; repeated headers are joined with `,` as
+/// Envoy does in a `CheckRequest`. `:path` is the normalized one. Headers
+/// the gateway strips before upstream (client-sent `x-citygate-*`, method
+/// overrides) are left out: a policy must not decide on a value upstream
+/// never sees, nor on a forged identity header.
+fn headers(view: &RequestView, upstream_path: &str) -> Value {
+    let mut joined: BTreeMap<&str, String> = BTreeMap::new();
+    let stripped = |name: &str| {
+        name.starts_with(SPOOFABLE_HEADER_PREFIX) || METHOD_OVERRIDE_HEADERS.contains(&name)
+    };
+    for (name, value) in view.headers.iter().filter(|(n, _)| !stripped(n)) {
+        let value = if name == ":path" {
+            upstream_path
+        } else {
+            value.as_str()
+        };
+        joined
+            .entry(name.as_str())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_string());
+    }
+    Value::from(
+        joined
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), Value::from(v)))
+            .collect::<BTreeMap<Value, Value>>(),
+    )
+}
+
+fn socket_address(address: Option<SocketAddr>) -> Value {
+    match address {
+        Some(a) => object([(
+            "socketAddress",
+            object([
+                ("address", Value::from(a.ip().to_string())),
+                ("portValue", Value::from(u64::from(a.port()))),
+            ]),
+        )]),
+        None => Value::new_object(),
+    }
+}
+
+/// What Envoy reports as `source.principal`: the peer certificate's URI SAN,
+/// else its subject.
+fn peer_principal(view: &RequestView) -> Option<&str> {
+    let cert = view.peer_certificate.as_ref()?;
+    cert.uri_san.as_deref().or(cert.subject.as_deref())
+}
+
+/// `/a/b` → `["a","b"]`, `/` → `[""]`, `/a/` → `["a",""]`: Go's
+/// `strings.Split(strings.TrimLeft(path, "/"), "/")`, as OPA-Envoy does.
+pub fn parsed_path(path: &str) -> Value {
+    Value::from(
+        path.trim_start_matches('/')
+            .split('/')
+            .map(Value::from)
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Pairs → `{name: [values…]}` (parsed_query, form bodies).
+pub fn multimap(pairs: &[(String, String)]) -> Value {
+    let mut grouped: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for (k, v) in pairs {
+        grouped.entry(k.as_str()).or_default().push(v);
+    }
+    Value::from(
+        grouped
+            .into_iter()
+            .map(|(k, vs)| (Value::from(k), strings(vs)))
+            .collect::<BTreeMap<Value, Value>>(),
+    )
+}
+
+/// JSON and form bodies are parsed; anything else is `null`.
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, InputError> {
+    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    if content_type.contains("application/json") {
+        let text = std::str::from_utf8(body).map_err(|_| InputError::BodyNotJson)?;
+        return Value::from_json_str(text).map_err(|_| InputError::BodyNotJson);
+    }
+    if content_type.contains("application/x-www-form-urlencoded") {
+        let text = String::from_utf8_lossy(body);
+        let pairs: Vec<(String, String)> = text
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_form(k), decode_form(v))
+            })
+            .collect();
+        return Ok(multimap(&pairs));
+    }
+    Ok(Value::Null)
+}
+
+fn identity(identity: &Identity) -> Value {
+    let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
+    object([
+        ("kind", Value::from(identity.kind.as_str())),
+        ("subject", optional(&identity.subject)),
+        ("client_id", optional(&identity.client_id)),
+        ("roles", strings(&identity.roles)),
+        ("scopes", strings(&identity.scopes)),
+        (
+            "claims",
+            Value::from(
+                identity
+                    .claims
+                    .iter()
+                    .map(|(k, v)| (Value::from(k.as_str()), json(v)))
+                    .collect::<BTreeMap<Value, Value>>(),
+            ),
+        ),
+    ])
+}
+
+/// serde_json → regorus without going through text.
+pub fn json(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64().map_or(Value::Null, Value::from)
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => Value::from(items.iter().map(json).collect::<Vec<_>>()),
+        serde_json::Value::Object(map) => Value::from(
+            map.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json(v)))
+                .collect::<BTreeMap<Value, Value>>(),
+        ),
+    }
+}

@@ -1,0 +1,192 @@
+# citygate city policy pack: who may do what on the city's APIs, and which
+# redaction profile the response gets. Entrypoint: data.citygate.city.decision
+#
+# Roles: citizen, city-operator, traffic-analyst, emergency-services;
+# anonymous callers read open data only. Everything not listed is denied.
+package citygate.city
+
+import rego.v1
+
+http := input.attributes.request.http
+
+path := input.parsed_path
+
+roles contains role if some role in input.identity.roles
+
+mfa if "mfa" in input.identity.claims.amr
+
+is_read if http.method in {"GET", "HEAD"}
+
+is_write if http.method in {"POST", "PUT", "PATCH", "DELETE"}
+
+# --- APIs -------------------------------------------------------------------
+
+ngsi_v2 if {
+	input.parsed_path[0] == "v2"
+	input.parsed_path[1] == "entities"
+}
+
+ngsi_ld if {
+	input.parsed_path[0] == "ngsi-ld"
+	input.parsed_path[1] == "v1"
+	input.parsed_path[2] == "entities"
+}
+
+ngsi if ngsi_v2
+
+ngsi if ngsi_ld
+
+# /v2/entities/{id} or /ngsi-ld/v1/entities/{id}
+entity_id := path[2] if ngsi_v2
+
+entity_id := path[3] if ngsi_ld
+
+open311_list if path == ["open311", "v2", "requests.json"]
+
+open311_item if {
+	count(path) == 4
+	array.slice(path, 0, 3) == ["open311", "v2", "requests"]
+	endswith(path[3], ".json")
+}
+
+open311 if open311_list
+
+open311 if open311_item
+
+# Entity types asked for: the `type` query parameter (comma-separated), else
+# the type inside an NGSI-LD style id (urn:ngsi-ld:<Type>:<local id>).
+entity_types := split(input.parsed_query.type[0], ",") if {
+	count(input.parsed_query.type) == 1
+} else := [parts[2]] if {
+	parts := split(entity_id, ":")
+	count(parts) >= 4
+	parts[0] == "urn"
+}
+
+open_data_request if {
+	ngsi
+	count(entity_types) > 0
+	every t in entity_types {
+		t in data.city.open_data_types
+	}
+}
+
+# --- Rules, most privileged first --------------------------------------------
+
+reason_header := trim_space(http.headers["x-access-reason"])
+
+emergency_allowed if {
+	roles["emergency-services"]
+	is_read
+	any_api
+	has_reason
+}
+
+has_reason if reason_header != ""
+
+any_api if ngsi
+
+any_api if open311
+
+operator_allowed if {
+	roles["city-operator"]
+	any_api
+	is_read
+}
+
+operator_allowed if {
+	roles["city-operator"]
+	any_api
+	is_write
+	mfa
+}
+
+analyst_allowed if {
+	roles["traffic-analyst"]
+	is_read
+	ngsi
+}
+
+analyst_allowed if {
+	roles["traffic-analyst"]
+	is_read
+	open311_list
+}
+
+# Open311 bodies are form-encoded (values are arrays) or JSON.
+body_account := input.parsed_body.account_id if {
+	is_string(input.parsed_body.account_id)
+} else := input.parsed_body.account_id[0]
+
+own_account if {
+	input.identity.subject != null
+	body_account == input.identity.subject
+}
+
+# A citizen lists only their own requests…
+citizen_allowed if {
+	roles.citizen
+	is_read
+	open311_list
+	input.parsed_query.account_id == [input.identity.subject]
+}
+
+# …reads one request (the `citizen` profile hides other people's data)…
+citizen_allowed if {
+	roles.citizen
+	is_read
+	open311_item
+}
+
+# …and files or edits requests in their own name, with MFA.
+citizen_allowed if {
+	roles.citizen
+	http.method in {"POST"}
+	open311_list
+	mfa
+	own_account
+}
+
+citizen_allowed if {
+	roles.citizen
+	http.method in {"PUT", "PATCH"}
+	open311_item
+	mfa
+	own_account
+}
+
+open_data_allowed if {
+	is_read
+	open_data_request
+}
+
+profile := "emergency" if {
+	emergency_allowed
+} else := "operator" if {
+	operator_allowed
+} else := "analyst" if {
+	analyst_allowed
+} else := "citizen" if {
+	citizen_allowed
+} else := "open-data" if {
+	open_data_allowed
+}
+
+access_reason := concat("", ["emergency access: ", reason_header]) if {
+	profile == "emergency"
+} else := concat(" ", [profile, "access"])
+
+default decision := {"allowed": false, "reason": "no rule allows this request"}
+
+decision := {"allowed": true, "redact": profile, "reason": access_reason} if profile
+
+decision := {
+	"allowed": false,
+	"http_status": 400,
+	"reason": "emergency access requires an x-access-reason header",
+	"body": "{\"title\":\"emergency access requires an x-access-reason header\"}",
+} if {
+	roles["emergency-services"]
+	not profile
+	not has_reason
+}

@@ -1,0 +1,212 @@
+package citygate.city_test
+
+import rego.v1
+
+import data.citygate.city
+
+# A request as citygate builds the input (OPA-Envoy v3 shape + identity).
+req(method, parsed_path, query, identity) := {
+	"attributes": {"request": {"http": {"method": method, "headers": {}}}},
+	"parsed_path": parsed_path,
+	"parsed_query": query,
+	"identity": identity,
+}
+
+with_header(r, name, value) := object.union(r, {"attributes": {"request": {"http": {"headers": {name: value}}}}})
+
+with_body(r, body) := object.union(r, {"parsed_body": body})
+
+anonymous := {"kind": "anonymous", "subject": null, "roles": [], "claims": {}}
+
+user(subject, role_list, amr) := {"kind": "jwt", "subject": subject, "roles": role_list, "claims": {"amr": amr}}
+
+citizen := user("alice", ["citizen"], ["pwd"])
+
+citizen_mfa := user("alice", ["citizen"], ["pwd", "mfa"])
+
+operator := user("op-1", ["city-operator"], ["pwd"])
+
+operator_mfa := user("op-1", ["city-operator"], ["pwd", "mfa"])
+
+analyst := user("an-1", ["traffic-analyst"], ["pwd", "mfa"])
+
+emergency := user("em-1", ["emergency-services"], ["pwd"])
+
+parking_list := ["v2", "entities"]
+
+parking_query := {"type": ["ParkingSpot"]}
+
+decide(r) := d if {
+	d := city.decision with input as r
+}
+
+allowed_with(r, profile) if {
+	d := decide(r)
+	d.allowed == true
+	d.redact == profile
+}
+
+denied(r) if decide(r).allowed == false
+
+# --- open data ---------------------------------------------------------------
+
+test_anonymous_reads_open_parking_data_minimized if {
+	allowed_with(req("GET", parking_list, parking_query, anonymous), "open-data")
+}
+
+test_anonymous_reads_open_entity_by_ngsi_ld_id if {
+	allowed_with(req("GET", ["ngsi-ld", "v1", "entities", "urn:ngsi-ld:AirQualityObserved:station-7"], {}, anonymous), "open-data")
+}
+
+test_anonymous_reads_several_open_types if {
+	allowed_with(req("GET", parking_list, {"type": ["ParkingSpot,TrafficFlowObserved"]}, anonymous), "open-data")
+}
+
+test_anonymous_cannot_read_waste_vehicles if {
+	denied(req("GET", parking_list, {"type": ["WasteVehicle"]}, anonymous))
+}
+
+test_anonymous_cannot_mix_open_and_closed_types if {
+	denied(req("GET", parking_list, {"type": ["ParkingSpot,WasteVehicle"]}, anonymous))
+}
+
+test_anonymous_cannot_list_all_types if {
+	denied(req("GET", parking_list, {}, anonymous))
+}
+
+test_anonymous_cannot_write_open_data if {
+	denied(req("POST", parking_list, parking_query, anonymous))
+}
+
+test_open_data_types_come_from_data if {
+	denied(req("GET", parking_list, parking_query, anonymous)) with data.city.open_data_types as []
+}
+
+test_anonymous_cannot_read_open311 if {
+	denied(req("GET", ["open311", "v2", "requests.json"], {}, anonymous))
+}
+
+# --- citizens ----------------------------------------------------------------
+
+test_citizen_lists_own_requests if {
+	allowed_with(req("GET", ["open311", "v2", "requests.json"], {"account_id": ["alice"]}, citizen), "citizen")
+}
+
+test_citizen_cannot_list_someone_elses_requests if {
+	denied(req("GET", ["open311", "v2", "requests.json"], {"account_id": ["bob"]}, citizen))
+}
+
+test_citizen_cannot_list_all_requests if {
+	denied(req("GET", ["open311", "v2", "requests.json"], {}, citizen))
+}
+
+test_citizen_reads_one_request_with_citizen_profile if {
+	allowed_with(req("GET", ["open311", "v2", "requests", "42.json"], {}, citizen), "citizen")
+}
+
+test_citizen_files_request_in_own_name_with_mfa if {
+	allowed_with(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": ["alice"]}), "citizen")
+}
+
+test_citizen_files_json_request_in_own_name_with_mfa if {
+	allowed_with(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": "alice"}), "citizen")
+}
+
+test_citizen_write_needs_mfa if {
+	denied(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen), {"account_id": ["alice"]}))
+}
+
+test_citizen_cannot_file_in_someone_elses_name if {
+	denied(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": ["bob"]}))
+}
+
+test_citizen_edits_own_request_with_mfa if {
+	allowed_with(with_body(req("PATCH", ["open311", "v2", "requests", "42.json"], {}, citizen_mfa), {"account_id": "alice"}), "citizen")
+}
+
+test_citizen_cannot_edit_someone_elses_request if {
+	denied(with_body(req("PUT", ["open311", "v2", "requests", "42.json"], {}, citizen_mfa), {"account_id": "bob"}))
+}
+
+test_citizen_cannot_delete_requests if {
+	denied(with_body(req("DELETE", ["open311", "v2", "requests", "42.json"], {}, citizen_mfa), {"account_id": "alice"}))
+}
+
+test_citizen_reads_open_data_as_open_data if {
+	allowed_with(req("GET", parking_list, parking_query, citizen), "open-data")
+}
+
+test_citizen_cannot_read_waste_vehicles if {
+	denied(req("GET", parking_list, {"type": ["WasteVehicle"]}, citizen))
+}
+
+# --- operators ---------------------------------------------------------------
+
+test_operator_reads_everything_with_operator_profile if {
+	allowed_with(req("GET", parking_list, {"type": ["WasteVehicle"]}, operator), "operator")
+	allowed_with(req("GET", ["open311", "v2", "requests.json"], {}, operator), "operator")
+}
+
+test_operator_writes_with_mfa if {
+	allowed_with(req("PATCH", ["v2", "entities", "urn:ngsi-ld:ParkingSpot:1", "attrs"], {}, operator_mfa), "operator")
+	allowed_with(req("DELETE", ["open311", "v2", "requests", "42.json"], {}, operator_mfa), "operator")
+}
+
+test_operator_write_needs_mfa if {
+	denied(req("POST", parking_list, {}, operator))
+}
+
+# --- analysts ----------------------------------------------------------------
+
+test_analyst_reads_ngsi_with_analyst_profile if {
+	allowed_with(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), "analyst")
+	allowed_with(req("GET", ["ngsi-ld", "v1", "entities"], {"type": ["WasteVehicle"]}, analyst), "analyst")
+}
+
+test_analyst_reads_open311_list_with_analyst_profile if {
+	allowed_with(req("GET", ["open311", "v2", "requests.json"], {}, analyst), "analyst")
+}
+
+test_analyst_cannot_write_even_with_mfa if {
+	denied(req("POST", parking_list, {}, analyst))
+}
+
+# --- emergency services --------------------------------------------------------
+
+test_emergency_reads_full_data_with_logged_reason if {
+	d := decide(with_header(req("GET", ["open311", "v2", "requests", "42.json"], {}, emergency), "x-access-reason", "fire at Main St 5"))
+	d.allowed == true
+	d.redact == "emergency"
+	d.reason == "emergency access: fire at Main St 5"
+}
+
+test_emergency_without_reason_is_refused_with_400 if {
+	d := decide(req("GET", parking_list, {"type": ["WasteVehicle"]}, emergency))
+	d.allowed == false
+	d.http_status == 400
+}
+
+test_emergency_blank_reason_is_refused if {
+	denied(with_header(req("GET", parking_list, {}, emergency), "x-access-reason", "   "))
+}
+
+test_emergency_cannot_write if {
+	denied(with_header(req("POST", parking_list, {}, emergency), "x-access-reason", "fire"))
+}
+
+# --- everything else -----------------------------------------------------------
+
+test_unlisted_api_is_denied_for_every_role if {
+	every identity in [anonymous, citizen_mfa, operator_mfa, analyst] {
+		denied(req("GET", ["admin", "users"], {}, identity))
+	}
+}
+
+test_unknown_role_gets_nothing_but_open_data if {
+	denied(req("GET", ["open311", "v2", "requests.json"], {}, user("x", ["mayor"], ["mfa"])))
+	allowed_with(req("GET", parking_list, parking_query, user("x", ["mayor"], ["mfa"])), "open-data")
+}
+
+test_denials_carry_a_reason if {
+	decide(req("GET", ["admin"], {}, anonymous)).reason == "no rule allows this request"
+}
