@@ -122,6 +122,7 @@ pub fn test_dir(wasm: &Path, dir: &Path, verbose: bool, filter: Option<&str>) ->
             dir.display()
         );
     }
+    report(&rego_tests(&dir, filter)?, verbose, &mut summary);
     for path in scenarios {
         let results = match Scenario::load(&path).and_then(|s| {
             let mut target = WasmTarget::start(&plugin, &s)?;
@@ -137,6 +138,64 @@ pub fn test_dir(wasm: &Path, dir: &Path, verbose: bool, filter: Option<&str>) ->
         report(&results, verbose, &mut summary);
     }
     Ok(summary)
+}
+
+/// Every `*_test.rego` below `dir`, OPA-style: the `.rego` files of its
+/// folder (and `data.json` there, if any) are loaded and each `test_` rule
+/// must be true.
+pub fn rego_tests(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>> {
+    let mut folders = std::collections::BTreeSet::new();
+    crate::scenario::load::walk(dir, &mut |path| {
+        let is_test = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with("_test.rego"));
+        if let (true, Some(parent)) = (is_test, path.parent()) {
+            folders.insert(parent.to_path_buf());
+        }
+    })?;
+    let mut results = Vec::new();
+    for folder in folders {
+        let mut modules = BTreeMap::new();
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "rego") {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                modules.insert(name, std::fs::read_to_string(&path)?);
+            }
+        }
+        let data_path = folder.join("data.json");
+        let data = if data_path.exists() {
+            serde_json::from_str(&std::fs::read_to_string(&data_path)?)
+                .with_context(|| format!("parsing {}", data_path.display()))?
+        } else {
+            serde_json::json!({})
+        };
+        let label = folder.strip_prefix(dir).unwrap_or(&folder).display().to_string();
+        let now = u64::try_from(unix_now()).unwrap_or(0) * 1_000_000_000;
+        match citygate_filter::policy::testing::run_rego_tests(&modules, &data, now) {
+            Ok(tests) => results.extend(
+                tests
+                    .into_iter()
+                    .filter(|t| filter.is_none_or(|f| format!("{label}::{}", t.name).contains(f)))
+                    .map(|t| CaseResult {
+                        scenario: label.clone(),
+                        case: t.name,
+                        failures: if t.passed {
+                            Vec::new()
+                        } else {
+                            vec![format!("expected true, got {}", t.error.unwrap_or_else(|| "false".into()))]
+                        },
+                    }),
+            ),
+            Err(e) => results.push(CaseResult {
+                scenario: label,
+                case: "(compile)".into(),
+                failures: vec![e.to_string()],
+            }),
+        }
+    }
+    Ok(results)
 }
 
 pub fn report(results: &[CaseResult], verbose: bool, summary: &mut Summary) {

@@ -10,6 +10,7 @@ pub mod abi;
 pub mod harness;
 pub mod runtime;
 
+pub mod bundle;
 pub mod cli;
 pub mod demo_api;
 pub mod envoy;

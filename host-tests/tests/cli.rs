@@ -1,14 +1,13 @@
 //! The `citygate` CLI's functions on the real .wasm: config checks name the
 //! JSON path of a fault, and the policy pack's scenarios all pass.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use citygate_host::cli;
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 
 fn check(json: &str) -> Result<String, String> {
-    let env = BTreeMap::from([("CITYGATE_LOG_KEY".to_string(), "k".to_string())]);
+    let env = cli::read_env_file(&workspace_root().join(cli::CITY_ENV)).unwrap();
     cli::check_config(&filter_wasm().unwrap(), json, &env).unwrap()
 }
 

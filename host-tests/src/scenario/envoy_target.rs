@@ -47,7 +47,7 @@ impl EnvoyTarget {
         let api = DemoApi::start_with_jwks(jwks)?;
         api.jwks().set_mode(mode);
         let mut gateway = Gateway::new(wasm, scenario.config_json.clone(), api.port);
-        for (name, value) in &scenario.file.env {
+        for (name, value) in &scenario.env {
             gateway = gateway.env(name.clone(), value.clone());
         }
         let envoy = EnvoyProcess::start(&gateway)?;

@@ -15,6 +15,9 @@ pub struct ScenarioFile {
     /// The VM's environment (`${env:NAME}` secrets of the config).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A `NAME=VALUE` file (relative path) read into the environment first.
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
     /// Demo credentials (`policies/demo-keys/credentials.yaml`), relative path.
     #[serde(default)]
     pub credentials: Option<PathBuf>,

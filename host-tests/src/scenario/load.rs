@@ -12,6 +12,8 @@ use super::file::{Case, ConfigSource, Headers, RequestSpec, ScenarioFile, Upstre
 pub struct Scenario {
     pub path: PathBuf,
     pub file: ScenarioFile,
+    /// `env_file` then `env`: the VM environment.
+    pub env: std::collections::BTreeMap<String, String>,
     pub config_json: String,
     pub credentials: Option<Credentials>,
 }
@@ -32,9 +34,15 @@ impl Scenario {
             Some(p) => Some(Credentials::load(&dir.join(p))?),
             None => None,
         };
+        let mut env = match &file.env_file {
+            Some(p) => crate::cli::read_env_file(&dir.join(p))?,
+            None => Default::default(),
+        };
+        env.extend(file.env.clone());
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            env,
             config_json,
             credentials,
         })

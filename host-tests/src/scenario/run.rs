@@ -103,7 +103,7 @@ impl WasmTarget {
             .vm()
             .config(scenario.config_json.clone())
             .clock(&clock);
-        for (name, value) in &scenario.file.env {
+        for (name, value) in &scenario.env {
             builder = builder.env(name.clone(), value.clone());
         }
         for (cluster, reply) in &scenario.file.clusters {
