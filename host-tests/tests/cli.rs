@@ -62,3 +62,16 @@ fn every_scenario_of_the_policy_pack_passes_in_the_wasm() {
         summary.passed
     );
 }
+
+#[test]
+fn the_committed_city_pack_configuration_is_its_bundled_source() {
+    let root = workspace_root();
+    let bundled =
+        citygate_host::bundle::bundle_text(&root.join("policies/config/city-gateway.src.json"))
+            .unwrap();
+    let committed = std::fs::read_to_string(root.join(cli::CITY_CONFIG)).unwrap();
+    assert!(
+        bundled == committed,
+        "policies/config/city-gateway.json is out of date: run `cargo citygate bundle policies/config/city-gateway.src.json -o policies/config/city-gateway.json`"
+    );
+}
