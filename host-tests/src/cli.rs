@@ -31,6 +31,14 @@ pub fn resolve(path: &Path) -> PathBuf {
     }
 }
 
+/// Where the committed JSON Schema of the plugin configuration lives.
+pub const SCHEMA_PATH: &str = "policies/config/citygate.schema.json";
+
+/// The schema as committed (pretty, no trailing newline: `println!` adds it).
+pub fn schema_text() -> Result<String> {
+    Ok(serde_json::to_string_pretty(&citygate_filter::config::json_schema())?)
+}
+
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -160,7 +168,10 @@ pub fn rego_tests(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>> {
         for entry in std::fs::read_dir(&folder)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "rego") {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 modules.insert(name, std::fs::read_to_string(&path)?);
             }
         }
@@ -171,7 +182,11 @@ pub fn rego_tests(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>> {
         } else {
             serde_json::json!({})
         };
-        let label = folder.strip_prefix(dir).unwrap_or(&folder).display().to_string();
+        let label = folder
+            .strip_prefix(dir)
+            .unwrap_or(&folder)
+            .display()
+            .to_string();
         let now = u64::try_from(unix_now()).unwrap_or(0) * 1_000_000_000;
         match citygate_filter::policy::testing::run_rego_tests(&modules, &data, now) {
             Ok(tests) => results.extend(
@@ -184,7 +199,10 @@ pub fn rego_tests(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>> {
                         failures: if t.passed {
                             Vec::new()
                         } else {
-                            vec![format!("expected true, got {}", t.error.unwrap_or_else(|| "false".into()))]
+                            vec![format!(
+                                "expected true, got {}",
+                                t.error.unwrap_or_else(|| "false".into())
+                            )]
                         },
                     }),
             ),

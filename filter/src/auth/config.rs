@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub api_keys: ApiKeysConfig,
@@ -15,6 +16,7 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeysConfig {
     /// Request header carrying the key. `Authorization: ApiKey <key>` is
@@ -37,6 +39,7 @@ impl Default for ApiKeysConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Names the key in logs and rate limits (never the key itself).
@@ -61,6 +64,7 @@ pub struct ApiKeyConfig {
 /// A secret from the configuration: its `Debug` never shows the value, so
 /// printing a configuration cannot leak it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -71,6 +75,7 @@ impl std::fmt::Debug for Secret {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum Timestamp {
     Unix(u64),
@@ -78,12 +83,14 @@ pub enum Timestamp {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     pub providers: Vec<JwtProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtProviderConfig {
     /// Referenced by routes' `jwt_providers`; names shared-data keys.
@@ -135,6 +142,7 @@ fn default_sources() -> Vec<TokenSourceConfig> {
 
 /// Exactly one of `header`, `query`, `cookie`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenSourceConfig {
     pub header: Option<String>,
@@ -147,6 +155,7 @@ pub struct TokenSourceConfig {
 
 /// Exactly one of `jwks` (inline), `pem`, `hmac_secret`, `remote`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeysConfig {
     pub jwks: Option<Value>,
@@ -160,6 +169,7 @@ pub struct JwtKeysConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwksConfig {
     /// The Envoy cluster serving the JWKS (TLS configured on the cluster).
@@ -206,6 +216,7 @@ fn default_retry() -> u64 {
 /// Claim paths (dotted, e.g. Keycloak's `realm_access.roles`). A string
 /// value is split on spaces (OAuth `scope`), an array gives its strings.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimMappingConfig {
     pub subject: String,
@@ -228,6 +239,7 @@ impl Default for ClaimMappingConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct MtlsConfig {
     /// Certificates no mapping matches are not accepted as credentials.
@@ -247,6 +259,7 @@ impl Default for MtlsConfig {
 
 /// Exactly one of `uri_san`, `uri_san_prefix`, `subject_regex`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceMappingConfig {
     /// Exact URI SAN, e.g. a SPIFFE ID.
@@ -266,6 +279,7 @@ pub struct DeviceMappingConfig {
 /// Upstream headers carrying the identity. `null` disables one. Whatever a
 /// client sent under these names is removed first.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeadersConfig {
     pub kind: Option<String>,
@@ -288,6 +302,7 @@ impl Default for IdentityHeadersConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ApiKey,
@@ -297,6 +312,7 @@ pub enum AuthMethod {
 
 /// What a route requires of the caller.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuth {
     /// Callers without credentials pass as `anonymous`. A credential that is

@@ -19,6 +19,7 @@ use crate::ratelimit::RateLimitConfig;
 use crate::redact::RedactionConfig;
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     #[serde(default)]
@@ -38,6 +39,7 @@ pub struct PluginConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// Realm in `WWW-Authenticate` challenges.
@@ -60,6 +62,7 @@ impl Default for GatewayConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionLogConfig {
     pub enabled: bool,
@@ -75,6 +78,20 @@ impl Default for DecisionLogConfig {
             pseudonym_key: None,
         }
     }
+}
+
+/// The JSON Schema of the plugin configuration, derived from these types
+/// (draft 2020-12). Host tooling only: the .wasm is built without it.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(PluginConfig).to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "description".into(),
+            "citygate plugin configuration (Envoy `configuration`, Istio `pluginConfig`). Strings written as \"${env:NAME}\" are read from the VM's environment.".into(),
+        );
+    }
+    schema
 }
 
 /// Reads and validates the configuration, resolving `${env:NAME}` secrets.

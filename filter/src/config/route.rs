@@ -7,6 +7,7 @@ use crate::redact::RouteRedaction;
 
 /// One API surface of the city, with what each stage requires of it.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Appears in the decision log, metrics and `input.route.name`.
@@ -26,6 +27,7 @@ pub struct RouteConfig {
 /// Matches the *normalized* path. Prefixes match whole segments: `/admin`
 /// matches `/admin` and `/admin/x`, never `/administrator`.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     pub path_prefix: Option<String>,
@@ -36,6 +38,7 @@ pub struct RouteMatch {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestBodyConfig {
     /// Buffer the request body so the policy sees `input.parsed_body`.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 /// Without a `policy` section citygate evaluates no policy: every request a
 /// route admits (after authentication and rate limits) is allowed.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Module file name → Rego source. The names appear in error messages.
@@ -36,6 +37,7 @@ pub struct PolicyConfig {
 
 /// Per-route policy options.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutePolicy {
     /// This route's decision comes from another rule than the global

@@ -9,6 +9,7 @@ use crate::identity::IdentityKind;
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Checked in order; every matching rule takes a token and one refusal
@@ -32,6 +33,7 @@ impl Default for RateLimitConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Names the policy in `RateLimit-Policy`, metrics logs and shared-data
@@ -66,6 +68,7 @@ pub struct RuleConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     #[default]
@@ -77,6 +80,7 @@ pub enum Scope {
 /// One part of a bucket key. Written as a string (`"client_ip"`) or, for
 /// the parameterized ones, an object (`{"header": "x-city-tenant"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Descriptor {
     Subject,
@@ -95,6 +99,7 @@ pub enum Descriptor {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
     /// Most tokens the bucket holds: the largest burst. 1 to 10^9.
@@ -103,6 +108,7 @@ pub struct BucketConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefillConfig {
     /// Tokens added per period, continuously. 1 to 10^9.
@@ -113,6 +119,7 @@ pub struct RefillConfig {
 
 /// Every condition given must hold; within a list, any entry may.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchConfig {
     /// Route names (checked against `$.routes`).
@@ -127,6 +134,7 @@ pub struct MatchConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimEquals {
     pub claim: String,
@@ -135,6 +143,7 @@ pub struct ClaimEquals {
 
 /// What to do when a key descriptor has no value (header or claim absent).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissing {
     /// Requests lacking the value share one bucket (per the other

@@ -13,6 +13,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A key that must never appear in a log or a `Debug` dump of the config.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -23,6 +24,7 @@ impl fmt::Debug for Secret {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactionConfig {
     /// Pseudonym keys by key id; write each as `${env:NAME}`.
@@ -34,6 +36,7 @@ pub struct RedactionConfig {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorsConfig {
     /// Licence-plate patterns by country code; they replace the built-in
@@ -44,6 +47,7 @@ pub struct DetectorsConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// What the rules select is changed; everything else passes.
@@ -54,6 +58,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     #[serde(default)]
@@ -69,6 +74,7 @@ pub struct ProfileConfig {
 /// One rule: a selector (`path`, `fields`, `detect`, or `when` for
 /// `drop_entity`) and an action.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// An RFC 9535 JSONPath expression.
@@ -88,6 +94,7 @@ pub struct RuleConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ActionConfig {
     Remove,
@@ -126,6 +133,7 @@ fn default_hash_length() -> usize {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GeneralizeConfig {
     /// Numbers rounded to `decimals`.
@@ -154,6 +162,7 @@ fn default_v6_prefix() -> u8 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TimeUnit {
     Hour,
@@ -165,6 +174,7 @@ pub enum TimeUnit {
 /// A test on one field of an object (NGSI attributes are unwrapped).
 /// Exactly one of `equals`, `one_of`, `matches`, `exists`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PredicateConfig {
     pub field: String,
@@ -180,6 +190,7 @@ pub struct PredicateConfig {
 
 /// Per-route minimization options.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteRedaction {
     /// The profile applied when the policy chooses none.
