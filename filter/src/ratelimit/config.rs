@@ -85,7 +85,8 @@ pub enum Scope {
 pub enum Descriptor {
     Subject,
     ClientId,
-    /// The API key's id: the subject of an `api_key` identity.
+    /// The API key's configured `id` (the `api_key_id` claim the auth stage
+    /// sets); the subject of an `api_key` identity is its client application.
     ApiKeyId,
     /// The client after the trusted-hops rule; IPv6 clients by their /64.
     ClientIp,

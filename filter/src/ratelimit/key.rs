@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use super::config::{Descriptor, OnMissing};
+use crate::auth::api_key::KEY_ID_CLAIM;
 use crate::config::RouteConfig;
 use crate::identity::{Identity, IdentityKind};
 use crate::normalize::RequestView;
@@ -83,8 +84,14 @@ fn value_of(descriptor: &Descriptor, input: &KeyInput<'_>) -> Option<String> {
     match descriptor {
         Descriptor::Subject => identity.subject.clone(),
         Descriptor::ClientId => identity.client_id.clone(),
+        // The key's configured `id`: the subject of an API-key identity is
+        // its client application, which all of that client's keys share.
         Descriptor::ApiKeyId => match identity.kind {
-            IdentityKind::ApiKey => identity.subject.clone(),
+            IdentityKind::ApiKey => identity
+                .claims
+                .get(KEY_ID_CLAIM)
+                .and_then(|id| id.as_str())
+                .map(str::to_string),
             _ => None,
         },
         Descriptor::ClientIp => input.view.client_ip.map(client_network),
@@ -215,7 +222,10 @@ mod tests {
             OnMissing::Skip,
         );
         let mut identity = Identity::anonymous();
-        identity.subject = Some("key-1".into());
+        identity.subject = Some("parking-app".into());
+        identity
+            .claims
+            .insert(KEY_ID_CLAIM.into(), serde_json::json!("key-1"));
         identity
             .claims
             .insert("plan".into(), serde_json::json!("gold"));
@@ -223,6 +233,12 @@ mod tests {
         identity.kind = IdentityKind::ApiKey;
         let gold = hash_of(&spec, &view("", &[]), &identity);
         assert!(gold.is_some());
+        // Another key of the same client application is another bucket.
+        let mut other_key = identity.clone();
+        other_key
+            .claims
+            .insert(KEY_ID_CLAIM.into(), serde_json::json!("key-2"));
+        assert_ne!(gold, hash_of(&spec, &view("", &[]), &other_key));
         identity.claims.insert("plan".into(), serde_json::json!(1));
         let one = hash_of(&spec, &view("", &[]), &identity);
         identity
