@@ -313,6 +313,10 @@ fn common_headers(content_type: &str) -> Vec<(&'static str, &str)> {
         ("content-type", content_type),
         ("server", SERVER_HEADER),
         ("x-powered-by", POWERED_BY_HEADER),
+        // tiny_http's connection pool can leave a new connection unserved
+        // while idle keep-alive connections hold its threads (Envoy keeps
+        // upstream connections open): one request per connection avoids it.
+        ("connection", "close"),
     ]
 }
 
