@@ -152,9 +152,14 @@ impl Authenticator {
                         continue;
                     };
                     let Some(provider) = provider else {
+                        // A token nobody can parse is malformed, not of
+                        // another issuer.
+                        let error = jwt::decode_unverified(&found.value)
+                            .err()
+                            .unwrap_or(JwtError::WrongIssuer);
                         return AuthOutcome::Denied(
-                            challenge::invalid_token(realm, JwtError::WrongIssuer),
-                            JwtError::WrongIssuer.reason(),
+                            challenge::invalid_token(realm, error),
+                            error.reason(),
                         );
                     };
                     return match provider.authenticate(&found.value, host) {

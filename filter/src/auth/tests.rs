@@ -576,3 +576,66 @@ fn hmac_secrets_come_from_the_environment() {
         .admit(&request("/x", &[("authorization", &bearer(&t))]), &host())
         .is_ok());
 }
+
+/// Two providers read `Authorization: Bearer`, so the token's `iss` picks
+/// one; a token without a readable `iss` is judged for what it is.
+#[test]
+fn tokens_no_provider_claims_are_malformed_or_of_a_wrong_issuer() {
+    let secret = String::from_utf8(testkeys::HMAC_SECRET.to_vec()).unwrap();
+    let mut doc = config(json!({"jwks": serde_json::from_str::<Value>(
+        &testkeys::jwks(&[testkeys::rsa_jwk("k1")])).unwrap()}));
+    doc["auth"]["jwt"]["providers"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"name": "partner", "issuer": "https://partner.example",
+                     "algorithms": ["HS256"], "keys": {"hmac_secret": "${env:PARTNER_SECRET}"}}),
+        );
+    let env = |name: &str| (name == "PARTNER_SECRET").then(|| secret.clone());
+    let gw = Gateway::from_json(doc.to_string().as_bytes(), &env).unwrap();
+    let host = host();
+    let cases = [
+        (
+            "eyJ!!!not-base64!!!.%%%.***".to_string(),
+            "the token is malformed",
+            "jwt-malformed",
+        ),
+        (
+            "not-a-jwt".to_string(),
+            "the token is malformed",
+            "jwt-malformed",
+        ),
+        (
+            token(json!({"iss": "https://evil.example"})),
+            "the token has the wrong issuer",
+            "jwt-wrong-issuer",
+        ),
+    ];
+    for (t, description, reason) in cases {
+        let reply = gw
+            .admit(&request("/admin", &[("authorization", &bearer(&t))]), &host)
+            .unwrap_err();
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            header(&reply.headers, "www-authenticate").unwrap(),
+            format!(
+                r#"Bearer realm="city", error="invalid_token", error_description="{description}""#
+            )
+        );
+        let log = host.log_lines().join("\n");
+        assert!(log.contains(&format!("\"reason\":\"{reason}\"")), "{log}");
+    }
+    // Each provider still verifies its own tokens.
+    assert!(gw
+        .admit(
+            &request(
+                "/admin",
+                &[(
+                    "authorization",
+                    &bearer(&token(json!({"realm_access": {"roles": ["admin"]}})))
+                )]
+            ),
+            &host
+        )
+        .is_ok());
+}
