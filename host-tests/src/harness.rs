@@ -10,7 +10,10 @@
 //! `Continue` from any callback forwards what is buffered; with trailers the
 //! last body call has `end_of_stream = false`; a local reply sent in the
 //! request phase runs through the filter's response callbacks; at stream end
-//! the host calls `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+//! the host calls `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`; a
+//! stream another context continued, answered or closed (the root context
+//! after `proxy_set_effective_context`, on a tick or a callout reply) moves
+//! on right after that callback.
 
 use crate::abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
 use crate::abi::context::{
@@ -1009,6 +1012,28 @@ impl Vm {
         if self.drivers.contains_key(&ctx) {
             self.advance_stream(ctx)?;
         }
+        self.advance_resumed_streams()
+    }
+
+    /// Another context (the root, after `proxy_set_effective_context`, on a
+    /// tick or a callout reply) may have continued, answered or closed a
+    /// stream; Envoy acts on that at once, so move those streams on.
+    fn advance_resumed_streams(&mut self) -> Result<()> {
+        let mut ids: Vec<u32> = self
+            .drivers
+            .iter()
+            .filter(|(_, d)| d.phase != Phase::Ended)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            let touched = self.guest.state().streams.get(&id).is_some_and(|s| {
+                s.continue_request || s.continue_response || s.local_reply.is_some() || s.closed
+            });
+            if touched {
+                self.advance_stream(id)?;
+            }
+        }
         Ok(())
     }
 
@@ -1039,7 +1064,7 @@ impl Vm {
     pub fn tick(&mut self) -> Result<()> {
         let r = self.root;
         self.callback("proxy_on_tick", r, &[r as i32])?;
-        Ok(())
+        self.advance_resumed_streams()
     }
 
     /// The period the guest asked for, if any.
@@ -1072,6 +1097,7 @@ impl Vm {
         for (queue, ctx) in &ready {
             self.callback("proxy_on_queue_ready", *ctx, &[*ctx as i32, *queue as i32])?;
         }
+        self.advance_resumed_streams()?;
         Ok(ready.len())
     }
 
