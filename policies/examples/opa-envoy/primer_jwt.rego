@@ -1,6 +1,7 @@
 # The OPA-Envoy primer's policy (JWT in the Authorization header, checked
-# with io.jwt.decode_verify; admins may create people whose first name is the
-# token subject), written out again for citygate. It runs unchanged: same
+# with io.jwt.decode_verify; guests may list people, admins may also create
+# them, but not one with their own first name, which is the token subject),
+# written out again for citygate. It runs unchanged: same
 # package, same input paths, same builtins. Entrypoint: data.envoy.authz.allow
 package envoy.authz
 
@@ -38,7 +39,7 @@ action_allowed if {
 	http_request.method == "POST"
 	token.payload.role == "admin"
 	glob.match("/people", ["/"], http_request.path)
-	lower(input.parsed_body.firstname) == base64url.decode(token.payload.sub)
+	lower(input.parsed_body.firstname) != base64url.decode(token.payload.sub)
 }
 
 token := {"valid": valid, "payload": payload} if {
