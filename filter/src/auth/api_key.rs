@@ -133,6 +133,18 @@ impl ApiKeyStore {
             })
     }
 
+    /// Every API key in the request's headers (the key header and
+    /// `Authorization: ApiKey`), found or not by [`ApiKeyStore::find`].
+    pub fn in_headers(&self, view: &RequestView) -> Vec<Found> {
+        [
+            credential::from_header(view, &self.header, None),
+            credential::from_header(view, "authorization", Some("ApiKey")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     pub fn authenticate(&self, key: &str, now: u64) -> Result<Identity, ApiKeyError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let entry = self.by_digest.get(&digest).ok_or(ApiKeyError::Unknown)?;

@@ -72,23 +72,40 @@ fn cookies(view: &RequestView) -> impl Iterator<Item = (&str, &str)> {
 /// Keeps the credential from the upstream: its header or cookie is removed
 /// unless the route forwards credentials.
 pub fn strip(view: &RequestView, location: &Location, forward: bool) -> UpstreamEdits {
+    if forward {
+        return UpstreamEdits::default();
+    }
+    strip_all(view, std::slice::from_ref(location))
+}
+
+/// Removes the credentials at these locations from the upstream request:
+/// headers by name, cookies cut out of the `cookie` header in one rewrite
+/// (two rewrites would each put back the cookie the other removed). Query
+/// parameters are left to [`path_without_params`].
+pub fn strip_all(view: &RequestView, locations: &[Location]) -> UpstreamEdits {
     let mut edits = UpstreamEdits::default();
-    match location {
-        Location::Header(name) if !forward => edits.remove_headers.push(name.clone()),
-        Location::Cookie(name) if !forward => {
-            let rest: Vec<String> = cookies(view)
-                .filter(|(n, _)| n != name)
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect();
-            if rest.is_empty() {
-                edits.remove_headers.push("cookie".to_string());
-            } else {
-                edits
-                    .set_headers
-                    .push(("cookie".to_string(), rest.join("; ")));
+    let mut removed_cookies: Vec<&str> = Vec::new();
+    for location in locations {
+        match location {
+            Location::Header(name) if !edits.remove_headers.contains(name) => {
+                edits.remove_headers.push(name.clone());
             }
+            Location::Cookie(name) => removed_cookies.push(name),
+            _ => {}
         }
-        _ => {}
+    }
+    if !removed_cookies.is_empty() {
+        let rest: Vec<String> = cookies(view)
+            .filter(|(n, _)| !removed_cookies.contains(n))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if rest.is_empty() {
+            edits.remove_headers.push("cookie".to_string());
+        } else {
+            edits
+                .set_headers
+                .push(("cookie".to_string(), rest.join("; ")));
+        }
     }
     edits
 }

@@ -253,17 +253,33 @@ impl Authenticator {
         let mut edits = UpstreamEdits::default();
         let params: Vec<&str> = self.query_params.iter().map(String::as_str).collect();
         edits.path = credential::path_without_params(view, &params);
-        if let Some(found) = credential {
-            if !matches!(found.location, Location::Query(_)) {
-                edits.merge(credential::strip(
-                    view,
-                    &found.location,
-                    auth.forward_credential,
-                ));
+        let used = credential.map(|found| &found.location);
+        let mut strip: Vec<Location> = Vec::new();
+        if let Some(location) = used.filter(|_| !auth.forward_credential) {
+            strip.push(location.clone());
+        }
+        // A credential the gateway did not use (a key beside a token, a
+        // second provider's token) is not verified: an upstream that reads
+        // it must not act on it, and keys must not land in upstream logs.
+        for other in self.credentials_in_request(view) {
+            if used != Some(&other.location) && !strip.contains(&other.location) {
+                strip.push(other.location);
             }
         }
+        edits.merge(credential::strip_all(view, &strip));
         edits.merge(self.headers.edits(&identity));
         AuthOutcome::Authenticated(identity, edits)
+    }
+
+    /// Every credential the request carries where this gateway reads
+    /// credentials (headers and cookies; query parameters are removed from
+    /// the upstream path separately), whether or not its route accepts it.
+    fn credentials_in_request(&self, view: &RequestView) -> Vec<Found> {
+        let mut found = self.api_keys.in_headers(view);
+        for provider in &self.providers {
+            found.extend(provider.tokens_in_headers(view));
+        }
+        found
     }
 
     /// Root-context tick: start due JWKS fetches (one VM per process wins

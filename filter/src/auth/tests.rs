@@ -639,3 +639,68 @@ fn tokens_no_provider_claims_are_malformed_or_of_a_wrong_issuer() {
         )
         .is_ok());
 }
+
+#[test]
+fn credentials_the_gateway_did_not_use_never_reach_the_upstream() {
+    let host = host();
+    let gw = inline_gateway();
+    let t = token(json!({}));
+    let session = format!("theme=dark; city_session={t}");
+    // The parking route tries API keys first: the key is used; the token
+    // beside it (header and cookie) was never verified.
+    let admitted = gw
+        .admit(
+            &request(
+                "/parking/spots",
+                &[
+                    ("x-api-key", "pk_parking"),
+                    ("authorization", &bearer(&t)),
+                    ("cookie", &session),
+                ],
+            ),
+            &host,
+        )
+        .unwrap();
+    assert_eq!(admitted.identity.kind, IdentityKind::ApiKey);
+    let removed = &admitted.edits.remove_headers;
+    assert!(removed.contains(&"x-api-key".to_string()), "{removed:?}");
+    assert!(
+        removed.contains(&"authorization".to_string()),
+        "{removed:?}"
+    );
+    assert_eq!(
+        header(&admitted.edits.set_headers, "cookie"),
+        Some("theme=dark")
+    );
+
+    // An anonymous caller's API key on a route that reads only tokens.
+    let admitted = gw
+        .admit(
+            &request("/open311/requests", &[("x-api-key", "pk_parking")]),
+            &host,
+        )
+        .unwrap();
+    assert_eq!(admitted.identity.kind, IdentityKind::Anonymous);
+    assert!(admitted
+        .edits
+        .remove_headers
+        .contains(&"x-api-key".to_string()));
+
+    // A route that forwards its credential forwards that one only.
+    let admitted = gw
+        .admit(
+            &request(
+                "/legacy/report",
+                &[("authorization", &bearer(&t)), ("x-api-key", "pk_parking")],
+            ),
+            &host,
+        )
+        .unwrap();
+    assert_eq!(admitted.identity.kind, IdentityKind::Jwt);
+    let removed = &admitted.edits.remove_headers;
+    assert!(
+        !removed.contains(&"authorization".to_string()),
+        "{removed:?}"
+    );
+    assert!(removed.contains(&"x-api-key".to_string()), "{removed:?}");
+}

@@ -156,6 +156,20 @@ impl Provider {
         })
     }
 
+    /// Every token in this provider's header and cookie sources.
+    pub fn tokens_in_headers(&self, view: &RequestView) -> Vec<Found> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Header { name, scheme } => {
+                    credential::from_header(view, name, scheme.as_deref())
+                }
+                Source::Cookie(name) => credential::from_cookie(view, name),
+                Source::Query(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether this provider reads tokens at `location` (several providers
     /// may share `Authorization: Bearer`; then `iss` picks one).
     pub fn reads(&self, location: &credential::Location) -> bool {
