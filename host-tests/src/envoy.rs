@@ -22,6 +22,9 @@ use serde_json::{Map, Value};
 
 use crate::wasm_build::workspace_root;
 
+pub mod pki;
+pub mod production;
+
 /// Envoy release the tests and the demo run against.
 pub const ENVOY_VERSION: &str = "1.40.0";
 /// Path of an Envoy binary to use instead of installing one.
@@ -250,6 +253,59 @@ impl Gateway {
     }
 }
 
+/// What one Envoy run needs, prepared in its run directory by an
+/// [`EnvoyConfig`].
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The bootstrap file (`--config-path`).
+    pub bootstrap: PathBuf,
+    /// The listener [`EnvoyProcess::url`] and [`EnvoyProcess::request`] use.
+    pub listener_port: u16,
+    pub admin_port: u16,
+    /// Every listener port by name ([`EnvoyProcess::port_named`]).
+    pub ports: BTreeMap<String, u16>,
+    /// Worker threads.
+    pub concurrency: usize,
+    /// Command-line arguments after the defaults.
+    pub args: Vec<String>,
+    /// Environment variables of the Envoy process.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A gateway configuration Envoy can be started with: [`Gateway`]
+/// (`envoy/gateway.yaml`) or [`production::ProductionGateway`]
+/// (`envoy/production/`).
+pub trait EnvoyConfig {
+    /// Picks ports and writes the bootstrap (and what it refers to) into
+    /// `run_dir`.
+    fn prepare(&self, run_dir: &Path) -> Result<Launch>;
+    /// Whether every port is fixed (a port clash is then not retried).
+    fn fixed_ports(&self) -> bool;
+}
+
+impl EnvoyConfig for Gateway {
+    fn prepare(&self, run_dir: &Path) -> Result<Launch> {
+        let listener_port = self.listener_port.map_or_else(free_port, Ok)?;
+        let admin_port = self.admin_port.map_or_else(free_port, Ok)?;
+        let bootstrap = self.bootstrap(listener_port, admin_port, run_dir)?;
+        let bootstrap_path = run_dir.join("bootstrap.json");
+        fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)?;
+        Ok(Launch {
+            bootstrap: bootstrap_path,
+            listener_port,
+            admin_port,
+            ports: BTreeMap::from([("citygate".to_string(), listener_port)]),
+            concurrency: self.concurrency,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+        })
+    }
+
+    fn fixed_ports(&self) -> bool {
+        self.listener_port.is_some() && self.admin_port.is_some()
+    }
+}
+
 fn path_str(path: &Path) -> Result<String> {
     path.to_str()
         .map(str::to_owned)
@@ -327,6 +383,7 @@ pub struct EnvoyProcess {
     child: Child,
     listener_port: u16,
     admin_port: u16,
+    ports: BTreeMap<String, u16>,
     run_dir: PathBuf,
     agent: ureq::Agent,
 }
@@ -363,7 +420,7 @@ enum Outcome {
 
 impl EnvoyProcess {
     /// Starts Envoy and waits until its admin `/ready` says `LIVE`.
-    pub fn start(gateway: &Gateway) -> Result<Self> {
+    pub fn start(gateway: &impl EnvoyConfig) -> Result<Self> {
         let (envoy, outcome) = Self::spawn_settled(gateway)?;
         match outcome {
             Outcome::Ready => Ok(envoy),
@@ -376,7 +433,7 @@ impl EnvoyProcess {
 
     /// Starts Envoy with a configuration it must reject and returns its log.
     /// Fails if Envoy comes up serving the citygate listener.
-    pub fn start_expect_failure(gateway: &Gateway) -> Result<String> {
+    pub fn start_expect_failure(gateway: &impl EnvoyConfig) -> Result<String> {
         let (envoy, outcome) = Self::spawn_settled(gateway)?;
         match outcome {
             Outcome::Exited(status) if !status.success() => Ok(envoy.log()),
@@ -386,7 +443,7 @@ impl EnvoyProcess {
             ),
             Outcome::Ready => {
                 let listeners = envoy.admin_get("/listeners")?;
-                if listeners.lines().any(|l| l.starts_with("citygate::")) {
+                if listeners.lines().any(|l| l.starts_with("citygate")) {
                     bail!(
                         "Envoy accepted the configuration (listener up); log tail:\n{}",
                         tail(&envoy.log())
@@ -400,8 +457,8 @@ impl EnvoyProcess {
     /// Spawns Envoy and waits until it is ready or has exited. A free port
     /// can be taken between our probe and Envoy's bind when tests run in
     /// parallel; such a start is retried on fresh ports.
-    fn spawn_settled(gateway: &Gateway) -> Result<(Self, Outcome)> {
-        let fixed_ports = gateway.listener_port.is_some() && gateway.admin_port.is_some();
+    fn spawn_settled(gateway: &impl EnvoyConfig) -> Result<(Self, Outcome)> {
+        let fixed_ports = gateway.fixed_ports();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -416,21 +473,19 @@ impl EnvoyProcess {
         }
     }
 
-    fn spawn(gateway: &Gateway) -> Result<Self> {
+    fn spawn(gateway: &impl EnvoyConfig) -> Result<Self> {
         let binary = envoy_binary()?;
         let run_dir = new_run_dir()?;
-        let listener_port = gateway.listener_port.map_or_else(free_port, Ok)?;
-        let admin_port = gateway.admin_port.map_or_else(free_port, Ok)?;
-        let bootstrap = gateway.bootstrap(listener_port, admin_port, &run_dir)?;
-        let bootstrap_path = run_dir.join("bootstrap.json");
-        fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)?;
+        let launch = gateway.prepare(&run_dir)?;
         let log = File::create(run_dir.join("envoy.log"))?;
         let child = Command::new(&binary)
             .arg("--config-path")
-            .arg(&bootstrap_path)
+            .arg(&launch.bootstrap)
             .args(["--disable-hot-restart", "--log-level", "info"])
             .arg("--concurrency")
-            .arg(gateway.concurrency.max(1).to_string())
+            .arg(launch.concurrency.max(1).to_string())
+            .args(&launch.args)
+            .envs(&launch.env)
             // Envoy logs to stderr; stdout only carries crash output.
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -445,8 +500,9 @@ impl EnvoyProcess {
             .into();
         Ok(EnvoyProcess {
             child,
-            listener_port,
-            admin_port,
+            listener_port: launch.listener_port,
+            admin_port: launch.admin_port,
+            ports: launch.ports,
             run_dir,
             agent,
         })
@@ -493,6 +549,33 @@ impl EnvoyProcess {
         self.admin_port
     }
 
+    /// The port of a listener by name (`citygate` for `envoy/gateway.yaml`;
+    /// `https` and `devices` for the production gateway).
+    pub fn port_named(&self, name: &str) -> Option<u16> {
+        self.ports.get(name).copied()
+    }
+
+    /// Is Envoy still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// One counter or gauge of the admin `/stats` page (0 when absent).
+    pub fn stat(&self, name: &str) -> Result<u64> {
+        let stats = self.admin_get(&format!("/stats?filter=^{}$", regex::escape(name)))?;
+        Ok(stats
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .find(|(key, _)| *key == name)
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// An admin GET (e.g. `/config_dump`, `/listeners`).
+    pub fn admin(&self, path: &str) -> Result<String> {
+        self.admin_get(path)
+    }
+
     /// Where the bootstrap, the Envoy log and the access log are.
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
@@ -529,32 +612,11 @@ impl EnvoyProcess {
             builder = builder.header(*name, *value);
         }
         let request = builder.body(body.to_vec())?;
-        let mut response = self
+        let response = self
             .agent
             .run(request)
             .with_context(|| format!("{method} {path} via Envoy"))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .lossy_utf8(true)
-            .read_to_string()?;
-        Ok(HttpReply {
-            status,
-            headers,
-            body,
-        })
+        read_reply(response)
     }
 
     fn admin_get(&self, path: &str) -> Result<String> {
@@ -585,6 +647,33 @@ impl Drop for EnvoyProcess {
             let _ = fs::remove_dir_all(&self.run_dir);
         }
     }
+}
+
+/// A ureq response as an [`HttpReply`] (non-2xx statuses included).
+pub fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Result<HttpReply> {
+    let status = response.status().as_u16();
+
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .lossy_utf8(true)
+        .read_to_string()?;
+    Ok(HttpReply {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn slash(path: &str) -> String {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use citygate_host::cli;
 use citygate_host::scenario::credentials::{Credentials, Tamper};
@@ -66,6 +66,65 @@ enum Command {
     /// Run the demo gateway in the foreground: Envoy + citygate + the city
     /// policy pack + a demo city API.
     Demo,
+    /// Package citygate for a gateway: an OCI image of the .wasm (what an
+    /// Istio WasmPlugin pulls; prints its digest), or a directory Envoy runs
+    /// from (TLS, mTLS devices, live-reloaded plugin configuration).
+    Package(PackageArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PackageTarget {
+    /// An OCI image layout; the manifest digest goes to standard output.
+    Oci,
+    /// bootstrap.json, xds/lds.json, xds/rds.json, certificates, secrets.
+    Envoy,
+}
+
+#[derive(clap::Args)]
+struct PackageArgs {
+    /// The directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = PackageTarget::Oci)]
+    target: PackageTarget,
+    /// oci: the image tag.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    tag: String,
+    /// envoy: the plugin configuration.
+    #[arg(long, default_value = cli::CITY_CONFIG)]
+    config: PathBuf,
+    /// envoy: the secrets (NAME=VALUE lines) for `${env:NAME}` references.
+    #[arg(long, default_value = cli::CITY_ENV)]
+    env_file: PathBuf,
+    /// envoy: directory with server.crt, server.key and device-ca.crt
+    /// (default: DEMO ONLY certificates generated into OUT/certs).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// envoy: the city API, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    upstream: String,
+    /// envoy: CA bundle to verify the city API over TLS (default: plain HTTP).
+    #[arg(long)]
+    upstream_tls_ca: Option<PathBuf>,
+    /// envoy: the JWKS endpoint's HOST:PORT (default: the city API).
+    #[arg(long)]
+    jwks: Option<String>,
+    /// envoy: CA bundle to verify the JWKS endpoint over TLS.
+    #[arg(long)]
+    jwks_tls_ca: Option<PathBuf>,
+    /// envoy: the listeners' address.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    #[arg(long, default_value_t = 8443)]
+    https_port: u16,
+    #[arg(long, default_value_t = 8444)]
+    devices_port: u16,
+    /// envoy: the admin interface's port (always on 127.0.0.1).
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// envoy: the SPIFFE ID prefix device certificates must carry.
+    #[arg(long, default_value = citygate_host::envoy::pki::DEVICE_URI_PREFIX)]
+    device_uri_prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -186,5 +245,85 @@ fn run(args: Cli) -> Result<ExitCode> {
             cli::demo(&wasm(args.wasm)?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Package(package) => {
+            let wasm = wasm(args.wasm)?;
+            match package.target {
+                PackageTarget::Oci => package_oci(&wasm, &package),
+                PackageTarget::Envoy => package_envoy(&wasm, &package),
+            }?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn package_oci(wasm: &std::path::Path, args: &PackageArgs) -> Result<()> {
+    let image = citygate_host::package::write_oci_layout(wasm, &args.out, &args.tag)?;
+    eprintln!(
+        "citygate: wrote the OCI image layout {} (tag {}; one layer with plugin.wasm)",
+        image.dir.display(),
+        image.tag
+    );
+    eprintln!(
+        "  push:  skopeo copy --preserve-digests oci:{}:{} docker://REGISTRY/citygate:{}",
+        image.dir.display(),
+        image.tag,
+        image.tag
+    );
+    eprintln!(
+        "  WasmPlugin:  url: oci://REGISTRY/citygate:{}   sha256: {}",
+        image.tag,
+        image.sha256_hex()
+    );
+    println!("{}", image.manifest_digest);
+    Ok(())
+}
+
+fn package_envoy(wasm: &std::path::Path, args: &PackageArgs) -> Result<()> {
+    use citygate_host::envoy::production::{Ports, ProductionGateway, Upstream};
+    let upstream = |address: &str, ca: &Option<PathBuf>| -> Result<Upstream> {
+        let mut upstream = Upstream::parse(address)?;
+        upstream.tls_ca = ca.clone();
+        Ok(upstream)
+    };
+    let config_path = cli::resolve(&args.config);
+    let plugin_config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let package = citygate_host::package::EnvoyPackage {
+        wasm: wasm.to_path_buf(),
+        out: args.out.clone(),
+        plugin_config,
+        secrets: cli::read_env_file(&cli::resolve(&args.env_file))?,
+        certs: args.certs.clone(),
+        city_api: upstream(&args.upstream, &args.upstream_tls_ca)?,
+        jwks: upstream(
+            args.jwks.as_deref().unwrap_or(&args.upstream),
+            &args.jwks_tls_ca,
+        )?,
+        bind_address: args.bind.clone(),
+        ports: Ports {
+            https: args.https_port,
+            devices: args.devices_port,
+            admin: args.admin_port,
+        },
+        device_uri_prefix: args.device_uri_prefix.clone(),
+        version: cli::unix_now().to_string(),
+    };
+    let written = citygate_host::package::write_envoy_dir(&package)?;
+    eprintln!("citygate: wrote the Envoy gateway {}", args.out.display());
+    if written.demo_certs {
+        eprintln!(
+            "  certificates: DEMO ONLY, generated into {}/certs (give --certs DIR for real ones)",
+            args.out.display()
+        );
+    }
+    eprintln!(
+        "  run:  (set -a; . {}; exec envoy --config-path {} {})",
+        written.env_file.display(),
+        written.bootstrap.display(),
+        ProductionGateway::envoy_args().join(" ")
+    );
+    eprintln!(
+        "  a new --config written to the same --out reaches the running Envoy without a restart"
+    );
+    Ok(())
 }
