@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use regorus::Value;
 
 use super::RequestContext;
+use crate::auth::jwt::strict_json;
 use crate::identity::Identity;
 use crate::normalize::{
     decode_form, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
@@ -206,6 +207,12 @@ fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, InputErr
         return Ok(Value::Null);
     }
     if content_type.contains("application/json") {
+        // Duplicate member names: the policy would judge one value while an
+        // upstream whose parser keeps the other acts on it
+        // (`{"account_id":"someone-else","account_id":"me"}`). Refused.
+        if strict_json::value(body).is_none() {
+            return Err(InputError::BodyNotJson);
+        }
         let text = std::str::from_utf8(body).map_err(|_| InputError::BodyNotJson)?;
         return Value::from_json_str(text).map_err(|_| InputError::BodyNotJson);
     }

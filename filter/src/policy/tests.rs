@@ -221,6 +221,27 @@ fn a_json_body_that_does_not_parse_is_an_input_error() {
     assert_eq!(err, input::InputError::BodyNotJson);
 }
 
+#[test]
+fn a_json_body_with_a_repeated_member_is_an_input_error() {
+    let v = view("POST", "/x", &[("content-type", "application/json")]);
+    let route = route();
+    let identity = jwt_identity();
+    for body in [
+        br#"{"account_id":"citizen-bernd","account_id":"citizen-anna"}"#.as_slice(),
+        br#"[{"a":{"owner":"x","owner":"y"}}]"#.as_slice(),
+    ] {
+        let err = input::build_input(&RequestContext {
+            view: &v,
+            identity: &identity,
+            route: &route,
+            body: Some(body),
+            body_truncated: false,
+        })
+        .unwrap_err();
+        assert_eq!(err, input::InputError::BodyNotJson);
+    }
+}
+
 fn decision_of(json: &str) -> Result<Decision, DecisionError> {
     parse_decision(&Value::from_json_str(json).unwrap())
 }

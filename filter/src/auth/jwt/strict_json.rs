@@ -15,6 +15,15 @@ pub fn object(bytes: &[u8]) -> Option<Map<String, Value>> {
     }
 }
 
+/// Any JSON value in `bytes`, or `None` when it is not JSON or an object
+/// in it repeats a member name (a request body two parsers could read
+/// differently).
+pub fn value(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<StrictValue>(bytes)
+        .ok()
+        .map(|v| v.0)
+}
+
 struct StrictValue(Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
@@ -90,6 +99,17 @@ mod tests {
         assert!(object(br#"{"a":1,"a":2}"#).is_none());
         assert!(object(br#"{"a":{"b":1,"b":1}}"#).is_none());
         assert!(object(br#"{"a":[{"b":1,"b":1}]}"#).is_none());
+    }
+
+    #[test]
+    fn values_of_any_kind_without_duplicates_are_accepted() {
+        assert_eq!(
+            value(b"[1,{\"a\":2}]"),
+            Some(serde_json::json!([1, {"a": 2}]))
+        );
+        assert_eq!(value(b"\"x\""), Some(Value::from("x")));
+        assert!(value(br#"[{"a":1,"a":1}]"#).is_none());
+        assert!(value(b"[").is_none());
     }
 
     #[test]
