@@ -31,7 +31,8 @@ const LOG_KEY: &str = "test-only-decision-log-key-0123456789";
 const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Routes: open data (anonymous), parking data (API key), and a device
-/// endpoint (mTLS, role `sensor`) that echoes what reached the city API.
+/// endpoint (mTLS, role `sensor`; its request body buffered for the
+/// policy) that echoes what reached the city API.
 fn plugin_config(parking_key_disabled: bool) -> Value {
     json!({
         "gateway": {"realm": "city-api"},
@@ -58,7 +59,8 @@ fn plugin_config(parking_key_disabled: bool) -> Value {
             {"name": "parking", "match": {"path_prefix": "/ngsi-ld/v1/entities"},
              "auth": {"methods": ["api_key"]}},
             {"name": "device-readings", "match": {"path_exact": "/echo", "methods": ["POST"]},
-             "auth": {"methods": ["mtls"], "required_roles": ["sensor"]}}
+             "auth": {"methods": ["mtls"], "required_roles": ["sensor"]},
+             "request_body": {"buffer": true}}
         ],
         "decision_log": {"pseudonym_key": "${env:CITYGATE_LOG_KEY}"}
     })
@@ -185,6 +187,8 @@ fn devices_listener_admits_verified_device_certificates_only() -> Result<()> {
     assert_eq!(headers["x-citygate-auth-kind"], "mtls", "{echoed}");
     assert_eq!(headers["x-citygate-subject"], DEMO_DEVICE, "{echoed}");
     assert_eq!(headers["x-citygate-roles"], "sensor", "{echoed}");
+    // The buffered body went upstream whole.
+    assert_eq!(echoed["body"], r#"{"occupied":true}"#, "{echoed}");
     assert_eq!(gw.api.count("/echo"), 1);
 
     // Without a client certificate on the public listener, the device
