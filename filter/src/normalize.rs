@@ -156,8 +156,18 @@ pub fn normalize(raw: &RawRequest, gateway: &GatewayConfig) -> Result<RequestVie
         .destination
         .as_deref()
         .and_then(parse_socket_addr);
+    // Repeated x-forwarded-for headers are one list (RFC 9110 §5.3): the
+    // first alone could be the client's own, with the entry a trusted proxy
+    // appended in a later one.
+    let forwarded_for: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .map(|(_, v)| v.as_str())
+        .collect();
     let client_ip = client_ip(
-        find("x-forwarded-for").as_deref(),
+        (!forwarded_for.is_empty())
+            .then(|| forwarded_for.join(","))
+            .as_deref(),
         source.map(|s| s.ip()),
         gateway.trusted_hops,
     );
@@ -406,6 +416,21 @@ mod tests {
             normalize(&raw, &GatewayConfig::default()).unwrap_err(),
             NormalizeError::MissingPseudoHeader(":path")
         );
+    }
+
+    #[test]
+    fn repeated_forwarded_for_headers_are_one_list() {
+        let mut raw = request("GET", "/v2/entities");
+        raw.headers
+            .push(("X-Forwarded-For".into(), "6.6.6.6".into()));
+        raw.headers
+            .push(("x-forwarded-for".into(), "203.0.113.7".into()));
+        let gateway = GatewayConfig {
+            trusted_hops: 1,
+            ..GatewayConfig::default()
+        };
+        let view = normalize(&raw, &gateway).unwrap();
+        assert_eq!(view.client_ip, "203.0.113.7".parse().ok());
     }
 
     #[test]
