@@ -5,8 +5,10 @@
 //! Envoy semantics emulated here (proxy-wasm-cpp-host + Envoy's filter
 //! manager): `Pause` from `on_*_headers` stops everything (cpp-host turns
 //! StopIteration into StopAllIteration) and the body that arrives meanwhile
-//! is delivered in one call after `continue_*`; `Pause` from `on_*_body` is
-//! StopIterationAndBuffer (the next call sees the accumulated buffer);
+//! is delivered in one call after `continue_*` (unless the VM is built
+//! with Envoy's `allow_on_headers_stop_iteration`: `headers_stop_iteration`);
+//! `Pause` from `on_*_body` is StopIterationAndBuffer (the next call sees
+//! the accumulated buffer);
 //! `Continue` from any callback forwards what is buffered; with trailers the
 //! last body call has `end_of_stream = false`; a local reply sent in the
 //! request phase runs through the filter's response callbacks; at stream end
@@ -82,6 +84,7 @@ pub struct VmBuilder {
     script: Script,
     delivery: Delivery,
     fuel_per_call: u64,
+    headers_stop_iteration: bool,
 }
 
 impl VmBuilder {
@@ -96,6 +99,7 @@ impl VmBuilder {
             script: Script::default(),
             delivery: Delivery::Immediate,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            headers_stop_iteration: false,
         }
     }
 
@@ -195,6 +199,15 @@ impl VmBuilder {
         self
     }
 
+    /// Envoy's `allow_on_headers_stop_iteration` (the plugin config knob,
+    /// Envoy >= 1.35; `envoy/gateway.yaml` sets it): `Pause` from
+    /// `on_*_headers` holds the headers but the body callbacks still run,
+    /// instead of cpp-host's default StopAllIteration.
+    pub fn headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.headers_stop_iteration = allow;
+        self
+    }
+
     /// Instantiates the VM and runs `proxy_on_vm_start` and
     /// `proxy_on_configure` on the root context; a `false` from either is
     /// an error quoting the guest's log (that is how Envoy rejects a config).
@@ -218,6 +231,7 @@ impl VmBuilder {
             script: self.script,
             delivery: self.delivery,
             drivers: HashMap::new(),
+            headers_stop_iteration: self.headers_stop_iteration,
         };
         let r = root as i32;
         vm.callback("proxy_on_context_create", root, &[r, 0])?;
@@ -575,6 +589,7 @@ pub struct Vm {
     script: Script,
     delivery: Delivery,
     drivers: HashMap<u32, Driver>,
+    headers_stop_iteration: bool,
 }
 
 impl Vm {
@@ -783,6 +798,9 @@ impl Vm {
                     let n = dir.flow(self.stream(id)?).headers.len() as i32;
                     if self.callback(on_headers, id, &[ctx, n, i32::from(eos)])? == CONTINUE {
                         self.resume(id, dir)?;
+                    } else if self.headers_stop_iteration {
+                        // Headers held; the body still reaches the filter.
+                        self.driver(id)?.pump(dir).stopped = Some(Stage::Body);
                     } else {
                         let p = self.driver(id)?.pump(dir);
                         p.stopped = Some(Stage::Headers);

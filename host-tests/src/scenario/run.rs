@@ -102,7 +102,9 @@ impl WasmTarget {
         let mut builder = plugin
             .vm()
             .config(scenario.config_json.clone())
-            .clock(&clock);
+            .clock(&clock)
+            // As `envoy/gateway.yaml` configures Envoy, so both runners agree.
+            .headers_stop_iteration(true);
         for (name, value) in &scenario.env {
             builder = builder.env(name.clone(), value.clone());
         }
