@@ -17,14 +17,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 
 pub fn bundle(source: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
-    let document: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
+    let text =
+        std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
+    let document: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
     resolve(document, source.parent().unwrap_or(Path::new(".")))
 }
 
 /// The bundle as committed: pretty JSON with a trailing newline.
 pub fn bundle_text(source: &Path) -> Result<String> {
-    Ok(format!("{}\n", serde_json::to_string_pretty(&bundle(source)?)?))
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&bundle(source)?)?
+    ))
 }
 
 fn resolve(value: Value, dir: &Path) -> Result<Value> {
@@ -62,9 +67,11 @@ fn resolve(value: Value, dir: &Path) -> Result<Value> {
 }
 
 fn include_file(path: &Path, pick: Option<&str>) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value = if path.extension().is_some_and(|e| e == "json") {
-        let parsed: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let parsed: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         resolve(parsed, path.parent().unwrap_or(Path::new(".")))?
     } else {
         Value::String(text)

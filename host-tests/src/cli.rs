@@ -36,7 +36,9 @@ pub const SCHEMA_PATH: &str = "policies/config/citygate.schema.json";
 
 /// The schema as committed (pretty, no trailing newline: `println!` adds it).
 pub fn schema_text() -> Result<String> {
-    Ok(serde_json::to_string_pretty(&citygate_filter::config::json_schema())?)
+    Ok(serde_json::to_string_pretty(
+        &citygate_filter::config::json_schema(),
+    )?)
 }
 
 pub fn hash_key(key: &str) -> String {

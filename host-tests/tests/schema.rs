@@ -46,11 +46,17 @@ fn example_configs() -> Vec<(String, Value)> {
                 Some("yaml" | "yml") => {
                     for document in yaml_documents(&text()) {
                         if let Some(config) = document.get("config").filter(|c| c.is_object()) {
-                            found.push((format!("{} (inline config)", label(&root, path)), config.clone()));
+                            found.push((
+                                format!("{} (inline config)", label(&root, path)),
+                                config.clone(),
+                            ));
                         }
                         let plugin_config = document.pointer("/spec/pluginConfig");
                         if let Some(config) = plugin_config.filter(|c| c.get("routes").is_some()) {
-                            found.push((format!("{} (pluginConfig)", label(&root, path)), config.clone()));
+                            found.push((
+                                format!("{} (pluginConfig)", label(&root, path)),
+                                config.clone(),
+                            ));
                         }
                     }
                 }
@@ -70,17 +76,23 @@ fn yaml_documents(text: &str) -> Vec<Value> {
 }
 
 fn label(root: &Path, path: &Path) -> String {
-    PathBuf::from(path.strip_prefix(root).unwrap_or(path)).display().to_string()
+    PathBuf::from(path.strip_prefix(root).unwrap_or(path))
+        .display()
+        .to_string()
 }
 
 #[test]
 fn every_example_configuration_validates_against_the_schema() {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(workspace_root().join(cli::SCHEMA_PATH)).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join(cli::SCHEMA_PATH)).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let configs = example_configs();
     assert!(
-        configs.iter().any(|(name, _)| name.ends_with("city-gateway.json")),
+        configs
+            .iter()
+            .any(|(name, _)| name.ends_with("city-gateway.json")),
         "the city pack configuration was not found among {:?}",
         configs.iter().map(|(n, _)| n).collect::<Vec<_>>()
     );
@@ -96,8 +108,10 @@ fn every_example_configuration_validates_against_the_schema() {
 
 #[test]
 fn the_schema_rejects_what_citygate_rejects() {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(workspace_root().join(cli::SCHEMA_PATH)).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join(cli::SCHEMA_PATH)).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     for bad in [
         serde_json::json!({"routes": [{"name": "x", "match": {"path_prefx": "/"}}]}),
