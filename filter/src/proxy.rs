@@ -214,21 +214,31 @@ impl Context for CitygateRoot {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
-        _num_headers: usize,
+        num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
     ) {
         let Some(gateway) = self.gateway.clone() else {
             return;
         };
-        // A failed call has no `:status`: 0 counts as a failed fetch.
-        let status = self
-            .get_http_call_response_header(":status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
+        // A failed call (the endpoint reset it mid-reply) has no response:
+        // Envoy answers its getters with BadArgument, on which the SDK
+        // panics, and a panic here would crash the VM and fail every later
+        // request. Such a call has no headers; its status 0 counts as a
+        // failed fetch.
+        let status = if num_headers == 0 {
+            0
+        } else {
+            self.get_http_call_response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let body = if num_headers == 0 || body_size == 0 {
+            Vec::new()
+        } else {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        };
         if gateway
             .authenticator()
             .on_callout_response(token_id, status, &body, &self.host)
