@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod cli;
 pub mod demo_api;
 pub mod envoy;
+pub mod eval;
 pub mod package;
 pub mod scenario;
 pub mod wasm_build;

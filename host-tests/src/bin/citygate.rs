@@ -45,6 +45,10 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Show what the gateway does with one request (natively): the policy
+    /// input built for it, the decision, the redaction profile and the
+    /// evaluation time.
+    Eval(EvalArgs),
     /// Print the SHA-256 digest of an API key, for the plugin configuration.
     /// Reads the key from standard input when not given.
     HashKey { key: Option<String> },
@@ -127,6 +131,43 @@ struct PackageArgs {
     device_uri_prefix: String,
 }
 
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The plugin configuration (JSON).
+    #[arg(long)]
+    config: PathBuf,
+    /// A file of NAME=VALUE lines for `${env:NAME}` secrets (e.g. policies/config/demo.env).
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// More VM environment variables, as NAME=VALUE.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// The request: a scenario case's `request` (JSON or YAML).
+    #[arg(long, conflicts_with_all = ["method", "path", "headers", "body"])]
+    request: Option<PathBuf>,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    #[arg(long, required_unless_present = "request")]
+    path: Option<String>,
+    /// A request header, as NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
+    #[arg(long)]
+    body: Option<String>,
+    /// DEMO ONLY credentials for `{{jwt:NAME}}` / `{{api_key:NAME}}` references.
+    #[arg(long, default_value = cli::DEFAULT_CREDENTIALS)]
+    credentials: PathBuf,
+    /// A JWKS file answering the configuration's remote key fetches
+    /// (default: the public keys of the demo issuer `--jwks-of`).
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    #[arg(long, default_value = "city-idp")]
+    jwks_of: String,
+    /// Print the evaluation as one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum MintWhat {
     /// A signed demo JWT, e.g. `citygate mint jwt operator`.
@@ -194,6 +235,7 @@ fn run(args: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Eval(args) => eval(&args),
         Command::HashKey { key } => {
             let key = match key {
                 Some(key) => key,
@@ -254,6 +296,53 @@ fn run(args: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn eval(args: &EvalArgs) -> Result<ExitCode> {
+    use citygate_host::eval::{evaluate, render, EvalRequest, RemoteKeys};
+    let config_path = cli::resolve(&args.config);
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut env = match &args.env_file {
+        Some(file) => cli::read_env_file(&cli::resolve(file))?,
+        None => Default::default(),
+    };
+    env.extend(cli::parse_env(&args.env)?);
+    let credentials = Credentials::load(&cli::resolve(&args.credentials)).ok();
+    let request = match &args.request {
+        Some(file) => EvalRequest::from_file(&cli::resolve(file), credentials.as_ref())?,
+        None => EvalRequest {
+            method: args.method.clone(),
+            path: args.path.clone().unwrap_or_default(),
+            headers: args
+                .headers
+                .iter()
+                .map(|h| EvalRequest::parse_header(h))
+                .collect::<Result<_>>()?,
+            body: args.body.clone().unwrap_or_default().into_bytes(),
+            ..EvalRequest::default()
+        }
+        .expanded(credentials.as_ref())?,
+    };
+    let keys = match (&args.jwks, &credentials) {
+        (Some(file), _) => {
+            let path = cli::resolve(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            RemoteKeys::Jwks(serde_json::from_str(&text)?)
+        }
+        (None, Some(credentials)) => credentials
+            .jwks(&args.jwks_of, None)
+            .map_or(RemoteKeys::None, RemoteKeys::Jwks),
+        (None, None) => RemoteKeys::None,
+    };
+    let evaluation = evaluate(&config, &env, &keys, &request)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&evaluation)?);
+    } else {
+        print!("{}", render(&evaluation)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn package_oci(wasm: &std::path::Path, args: &PackageArgs) -> Result<()> {
