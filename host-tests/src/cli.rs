@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::runtime::Plugin;
+use crate::scenario::credentials::Tamper;
 use crate::scenario::{find_scenarios, run_scenario, CaseResult, Scenario, WasmTarget};
 
 /// Demo credentials (DEMO ONLY), relative to the workspace root.
@@ -277,20 +278,49 @@ fn print_demo_banner(
     println!("  admin:     http://127.0.0.1:9901    (/stats/prometheus, /ready)");
     println!("  city API:  http://127.0.0.1:{api_port}  (behind the gateway)");
     println!();
-    println!("Try (demo tokens are valid for an hour; DEMO ONLY keys):");
-    println!("  curl -s 'http://127.0.0.1:10000/v2/entities?type=Vehicle'");
-    for role in ["analyst", "operator", "emergency", "citizen"] {
-        let token = credentials.mint(role, crate::scenario::credentials::Tamper::None, now)?;
+    let gateway = "http://127.0.0.1:10000";
+    let vehicles = format!("{gateway}/v2/entities?type=Vehicle");
+    println!("The same waste vehicles, as each caller sees them (tokens valid for an hour; DEMO ONLY keys):");
+    let roles = [
+        (
+            "analyst",
+            "traffic-analyst: pseudonyms, coarse coordinates",
+            "",
+        ),
+        ("operator", "city-operator: masked phone and e-mail", ""),
+        (
+            "emergency",
+            "emergency-services: everything, with a logged reason",
+            " -H 'x-access-reason: incident 4711'",
+        ),
+    ];
+    for (name, what, extra) in roles {
+        let token = credentials.mint(name, Tamper::None, now)?;
         println!();
-        println!("  # as {role}");
-        println!("  curl -s -H 'Authorization: Bearer {token}' -H 'reason: demo incident 42' 'http://127.0.0.1:10000/v2/entities?type=Vehicle'");
+        println!("  # {what}");
+        println!("  curl -s -H 'Authorization: Bearer {token}'{extra} '{vehicles}'");
     }
     println!();
-    println!("  # an API key");
+    println!("  # open data (anonymous): parking spots only, personal fields removed");
+    println!("  curl -s '{gateway}/v2/entities?type=ParkingSpot'");
+    println!();
+    println!("  # an app's API key");
     println!(
-        "  curl -s -H 'x-api-key: {}' 'http://127.0.0.1:10000/v2/entities?type=ParkingSpot'",
+        "  curl -s -H 'x-api-key: {}' '{gateway}/v2/entities?type=ParkingSpot'",
         credentials.api_key("parking-app")?
     );
+    println!();
+    println!("And the refusals, as problem+json:");
+    println!(
+        "  curl -si -H 'Authorization: Bearer {}' '{vehicles}'   # 401: expired token",
+        credentials.mint("operator", Tamper::Expired, now)?
+    );
+    println!("  curl -si '{vehicles}'   # 403: vehicles are not open data");
+    println!(
+        "  curl -si -H 'Authorization: Bearer {}' '{gateway}/v2/entities?type=Vehicle'   # 400: emergency access needs x-access-reason",
+        credentials.mint("emergency", Tamper::None, now)?
+    );
+    println!("  for i in $(seq 70); do curl -s -o /dev/null -w '%{{http_code}} ' '{gateway}/v2/entities?type=ParkingSpot'; done; echo   # 429 after 60 a minute");
     println!();
     println!("Press Ctrl-C to stop.");
     Ok(())
