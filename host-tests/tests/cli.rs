@@ -75,3 +75,15 @@ fn the_committed_city_pack_configuration_is_its_bundled_source() {
         "policies/config/city-gateway.json is out of date: run `cargo citygate bundle policies/config/city-gateway.src.json -o policies/config/city-gateway.json`"
     );
 }
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    for metric in citygate_filter::metrics::Metric::ALL {
+        assert!(
+            readme.contains(&format!("`{}`", metric.name())),
+            "README.md lacks {}",
+            metric.name()
+        );
+    }
+}
