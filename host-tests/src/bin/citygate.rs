@@ -34,6 +34,9 @@ enum Command {
         /// VM environment variables for `${env:NAME}` secrets, as NAME=VALUE.
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        /// A file of NAME=VALUE lines read first (e.g. policies/config/demo.env).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
     /// Run every scenario file (`scenarios/*.yaml`) and `*_test.rego` below DIR.
     Test {
@@ -70,6 +73,19 @@ enum Command {
     /// Run the demo gateway in the foreground: Envoy + citygate + the city
     /// policy pack + a demo city API.
     Demo,
+    /// Print the JSON Schema of the plugin configuration.
+    Schema,
+    /// Build a self-contained plugin configuration from a source with
+    /// `{"$file": …}` / `{"$rego_dir": …}` references.
+    Bundle {
+        source: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Only check that OUT is up to date (exit 1 if not).
+        #[arg(long, requires = "out")]
+        check: bool,
+    },
     /// Package citygate for a gateway: an OCI image of the .wasm (what an
     /// Istio WasmPlugin pulls; prints its digest), or a directory Envoy runs
     /// from (TLS, mTLS devices, live-reloaded plugin configuration).
@@ -207,10 +223,19 @@ fn wasm(path: Option<PathBuf>) -> Result<PathBuf> {
 
 fn run(args: Cli) -> Result<ExitCode> {
     match args.command {
-        Command::Check { config, env } => {
+        Command::Check {
+            config,
+            env,
+            env_file,
+        } => {
             let json = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let env = cli::parse_env(&env)?;
+            let mut vm_env = match env_file {
+                Some(file) => cli::read_env_file(&cli::resolve(&file))?,
+                None => Default::default(),
+            };
+            vm_env.extend(cli::parse_env(&env)?);
+            let env = vm_env;
             match cli::check_config(&wasm(args.wasm)?, &json, &env)? {
                 Ok(summary) => {
                     println!("{}: OK ({summary})", config.display());
@@ -281,6 +306,32 @@ fn run(args: Cli) -> Result<ExitCode> {
                 "{}",
                 serde_json::to_string_pretty(&credentials.jwks(&issuer, only)?)?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", cli::schema_text()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bundle { source, out, check } => {
+            let text = citygate_host::bundle::bundle_text(&cli::resolve(&source))?;
+            match (out, check) {
+                (Some(out), true) => {
+                    let current = std::fs::read_to_string(cli::resolve(&out)).unwrap_or_default();
+                    if current != text {
+                        println!(
+                            "{} is out of date: run `cargo citygate bundle {} -o {}`",
+                            out.display(),
+                            source.display(),
+                            out.display()
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    println!("{}: up to date", out.display());
+                }
+                (Some(out), false) => std::fs::write(&out, text)
+                    .with_context(|| format!("writing {}", out.display()))?,
+                (None, _) => print!("{text}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
