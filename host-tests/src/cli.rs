@@ -133,7 +133,10 @@ pub fn test_dir(wasm: &Path, dir: &Path, verbose: bool, filter: Option<&str>) ->
             dir.display()
         );
     }
-    report(&rego_tests(&dir, filter)?, verbose, &mut summary);
+    // A single scenario file given: only that file, no Rego tests.
+    if dir.is_dir() {
+        report(&rego_tests(&dir, filter)?, verbose, &mut summary);
+    }
     for path in scenarios {
         let results = match Scenario::load(&path).and_then(|s| {
             let mut target = WasmTarget::start(&plugin, &s)?;
