@@ -156,6 +156,15 @@ impl Gateway {
             .map(str::as_bytes)
     }
 
+    /// The `:path` a request citygate answers itself should leave in
+    /// Envoy's access log: without credential query parameters (a
+    /// forwarded request's path loses them the same way). `None` when the
+    /// path has none.
+    pub fn path_for_access_log(&self, raw_path: &str) -> Option<String> {
+        let names: Vec<&str> = self.auth.credential_query_params().collect();
+        crate::auth::credential::target_without_params(raw_path, &names)
+    }
+
     /// The single exit for denials: builds the reply, counts and logs it.
     pub fn deny(&self, denial: &Denial, record: DecisionRecord, host: &dyn Host) -> LocalReply {
         deny::reply(denial, &self.config.gateway.problem_type_base, record, host)

@@ -414,6 +414,16 @@ impl CitygateHttp {
 
     /// The only place that sends a local reply.
     fn answer(&mut self, reply: LocalReply) -> Action {
+        // A request answered before it went upstream keeps its raw `:path`
+        // for Envoy's access log: take any key out of its query first.
+        if !matches!(self.request, RequestState::Forwarded(_)) {
+            let logged = self
+                .get_http_request_header(":path")
+                .and_then(|path| self.gateway.path_for_access_log(&path));
+            if let Some(path) = logged {
+                self.set_http_request_header(":path", Some(&path));
+            }
+        }
         let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()

@@ -271,6 +271,11 @@ impl Authenticator {
         AuthOutcome::Authenticated(identity, edits)
     }
 
+    /// Every query parameter that can carry a credential.
+    pub fn credential_query_params(&self) -> impl Iterator<Item = &str> {
+        self.query_params.iter().map(String::as_str)
+    }
+
     /// Every credential the request carries where this gateway reads
     /// credentials (headers and cookies; query parameters are removed from
     /// the upstream path separately), whether or not its route accepts it.
