@@ -334,13 +334,14 @@ impl Gateway {
         }
         let mut add_headers = response_headers;
         add_headers.extend(decision.response_headers_to_add);
-        let redaction = match self
+        let mut redaction = match self
             .redactor
             .plan_response(route, &decision.redact, &view.method)
         {
             Ok(redaction) => redaction,
             Err(denial) => return Err(self.deny(&denial, record, host)),
         };
+        redaction.ngsi_attribute = redact::ngsi_attribute(&view.path);
         edits.merge(redact::request_edits(route, &view, &redaction));
         host.count(Metric::RequestsAllowed, 1);
         Ok(Forwarded {

@@ -213,6 +213,7 @@ mod tests {
             allow_non_json: false,
             max_body_bytes: 1024,
             head_request: false,
+            ngsi_attribute: None,
         }
     }
 

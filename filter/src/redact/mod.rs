@@ -58,6 +58,25 @@ pub struct ResponseRedaction {
     pub max_body_bytes: usize,
     /// A HEAD response has no body to minimize.
     pub head_request: bool,
+    /// The reply is one NGSI attribute whose name is only in the path
+    /// (see [`ngsi_attribute`]); it is minimized as that attribute.
+    pub ngsi_attribute: Option<String>,
+}
+
+/// The attribute an NGSI attribute sub-resource serves:
+/// `…/entities/{id}/attrs/{name}` (the attribute) and
+/// `…/entities/{id}/attrs/{name}/value` (its value). Their replies do not
+/// carry the name, so a rule naming the attribute would miss them.
+pub fn ngsi_attribute(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        [.., "entities", id, "attrs", name] | [.., "entities", id, "attrs", name, "value"]
+            if !id.is_empty() && !name.is_empty() =>
+        {
+            Some((*name).to_string())
+        }
+        _ => None,
+    }
 }
 
 impl Default for ResponseRedaction {
@@ -67,6 +86,7 @@ impl Default for ResponseRedaction {
             allow_non_json: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             head_request: false,
+            ngsi_attribute: None,
         }
     }
 }
@@ -157,6 +177,7 @@ impl Redactor {
             allow_non_json: options.allow_non_json,
             max_body_bytes: options.max_body_bytes,
             head_request: method == "HEAD",
+            ngsi_attribute: None,
         })
     }
 
@@ -206,11 +227,26 @@ impl Redactor {
             pseudonyms: self.pseudonyms.as_ref(),
             counts: Counts::default(),
         };
+        // An attribute served alone is minimized as that attribute of an
+        // entity, then unwrapped (`null` if a profile removed it).
+        if let Some(name) = &redaction.ngsi_attribute {
+            let mut entity = serde_json::Map::new();
+            entity.insert(name.clone(), document);
+            document = serde_json::Value::Object(entity);
+        }
         for name in &redaction.profiles {
             let profile = self.profiles.get(name).ok_or_else(|| {
                 Denial::bad_gateway("the response's redaction profile is not configured")
             })?;
             profile.apply(&mut document, &mut work);
+        }
+        if let Some(name) = &redaction.ngsi_attribute {
+            document = match document {
+                serde_json::Value::Object(mut entity) => {
+                    entity.remove(name).unwrap_or(serde_json::Value::Null)
+                }
+                _ => serde_json::Value::Null,
+            };
         }
         let body = serde_json::to_vec(&document)
             .map_err(|_| Denial::bad_gateway("the minimized response cannot be written"))?;

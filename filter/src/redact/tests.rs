@@ -914,3 +914,50 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn an_attribute_served_alone_is_minimized_as_that_attribute() {
+    assert_eq!(
+        ngsi_attribute("/v2/entities/urn:ngsi-ld:Vehicle:1/attrs/driverName").as_deref(),
+        Some("driverName")
+    );
+    assert_eq!(
+        ngsi_attribute("/v2/entities/v1/attrs/driverName/value").as_deref(),
+        Some("driverName")
+    );
+    assert_eq!(ngsi_attribute("/v2/entities/v1/attrs"), None);
+    assert_eq!(ngsi_attribute("/v2/entities/v1"), None);
+    assert_eq!(ngsi_attribute("/v2/entities"), None);
+
+    let (redactor, _) = example();
+    let host = MemoryHost::default();
+    let as_attribute = |profile: &str, document: &Value| -> Value {
+        let redaction = ResponseRedaction {
+            ngsi_attribute: Some("driverName".into()),
+            ..plan(&[profile])
+        };
+        let body = serde_json::to_vec(document).unwrap();
+        let out = redactor
+            .minimize(&redaction, &IDENTITY, &body, &host)
+            .unwrap();
+        serde_json::from_slice(&out.body).unwrap()
+    };
+    // `…/attrs/driverName`: the attribute, pseudonymized in its shape.
+    let attribute = as_attribute(
+        "analyst",
+        &json!({"type": "Text", "value": "Erika Mustermann"}),
+    );
+    assert_eq!(attribute["type"], "Text");
+    assert!(attribute["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("pn_k2026:"));
+    // `…/attrs/driverName/value`: the bare value.
+    let value = as_attribute("analyst", &json!("Erika Mustermann"));
+    assert!(value.as_str().unwrap().starts_with("pn_k2026:"), "{value}");
+    // Open data does not allow the attribute at all.
+    assert_eq!(
+        as_attribute("open-data", &json!("Erika Mustermann")),
+        Value::Null
+    );
+}
