@@ -16,7 +16,7 @@
 # wasm_gateway (the release .wasm in wasmtime, host-tests/fuzz). Crashes are
 # written to <crate>/fuzz/artifacts/TARGET/; a fixed one is kept as a
 # reproducer in <crate>/fuzz/regressions/TARGET/, replayed by
-# host-tests/tests/fuzz_regressions.rs on stable.
+# host-tests/tests/suite/fuzz_regressions.rs on stable.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

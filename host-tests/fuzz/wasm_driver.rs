@@ -1,7 +1,7 @@
 //! The whole-.wasm fuzz driver: one request and its upstream reply through
 //! the release `citygate_filter.wasm` in the wasmtime host, configured with
 //! the city pack. Shared by the cargo fuzz target `wasm_gateway` (nightly)
-//! and `host-tests/tests/fuzz_regressions.rs` (stable), both of which also
+//! and `host-tests/tests/suite/fuzz_regressions.rs` (stable), both of which also
 //! include `filter/fuzz/drivers.rs` as `crate::drivers`.
 //!
 //! Input: a request in [`crate::drivers::Message`]'s text format, then

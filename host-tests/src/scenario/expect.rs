@@ -217,7 +217,7 @@ body: { json_paths: { "$.a.b": 2 }, absent_paths: ["$.list[*].email"], contains:
         )
         .unwrap();
         let all = failures.join("\n");
-        assert_eq!(failures.len(), 7, "{all}");
+        assert_eq!(failures.len(), 8, "{all}");
         assert!(all.contains("status: expected 200, got 403"));
         assert!(all.contains("body $.a.b: expected 2, got 1"));
         assert!(all.contains("$.list[*].email: expected nothing"));

@@ -228,7 +228,7 @@ fn plugin_config_is_the_policy_pack_configuration() -> Result<()> {
         } else {
             bail!(
                 "envoy/istio/wasmplugin.yaml's pluginConfig is not {CITY_CONFIG}; regenerate it with\n  \
-                 CITYGATE_REGENERATE=1 cargo test -p citygate-host --test istio"
+                 CITYGATE_REGENERATE=1 cargo test -p citygate-host --test suite istio::"
             );
         }
     }

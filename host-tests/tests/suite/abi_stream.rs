@@ -1,11 +1,8 @@
 // ---- test guest: a thin export `t_<hostcall>` per hostcall, so tests can
 // call any hostcall with arbitrary (also bad) pointers and lengths.
+use crate::guest::{flow_vm, wat, FLOW};
 #[allow(dead_code)]
-#[path = "common/guest.rs"]
-mod guest;
-
 use citygate_host::{CalloutReply, Delivery, Plugin, Request, RequestOutcome, Upstream};
-use guest::{flow_vm, wat, FLOW};
 
 fn calls(vm: &mut citygate_host::Vm) -> Vec<(&'static str, Vec<i32>)> {
     vm.guest()

@@ -12,17 +12,14 @@
 //! (minimized with `cargo fuzz cmin`), `regressions/` holds reproducers
 //! of fixed crashes. See SECURITY.md "Fuzzing".
 
-#[path = "../../filter/fuzz/drivers.rs"]
-mod drivers;
-#[path = "../fuzz/wasm_driver.rs"]
-mod wasm_driver;
-
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use citygate_host::scenario::credentials::{Credentials, Tamper};
 use citygate_host::wasm_build::workspace_root;
+
+use crate::{drivers, wasm_driver};
 
 const KINDS: &[&str] = &["seeds", "corpus", "regressions"];
 
@@ -208,8 +205,8 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).expect("write seed");
 }
 
-/// Regenerates `seeds/`: `cargo test -p citygate-host --test fuzz_regressions
-/// -- --ignored write_seed_corpus`.
+/// Regenerates `seeds/`: `cargo test -p citygate-host --test suite
+/// -- --ignored fuzz_regressions::write_seed_corpus`.
 #[test]
 #[ignore = "writes the committed seed corpora"]
 fn write_seed_corpus() {
