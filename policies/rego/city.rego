@@ -113,10 +113,15 @@ analyst_allowed if {
 	open311_list
 }
 
-# Open311 bodies are form-encoded (values are arrays) or JSON.
+# Open311 bodies are form-encoded (values are arrays) or JSON. A repeated
+# form field names nobody: upstreams disagree on which value they keep
+# (first or last), so judging either one lets a caller file in another's
+# name.
 body_account := input.parsed_body.account_id if {
 	is_string(input.parsed_body.account_id)
-} else := input.parsed_body.account_id[0]
+} else := input.parsed_body.account_id[0] if {
+	count(input.parsed_body.account_id) == 1
+}
 
 own_account if {
 	input.identity.subject != null

@@ -120,6 +120,11 @@ test_citizen_cannot_file_in_someone_elses_name if {
 	denied(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": ["bob"]}))
 }
 
+test_citizen_cannot_file_with_a_repeated_account_field if {
+	denied(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": ["alice", "bob"]}))
+	denied(with_body(req("POST", ["open311", "v2", "requests.json"], {}, citizen_mfa), {"account_id": ["bob", "alice"]}))
+}
+
 test_citizen_edits_own_request_with_mfa if {
 	allowed_with(with_body(req("PATCH", ["open311", "v2", "requests", "42.json"], {}, citizen_mfa), {"account_id": "alice"}), "citizen")
 }
