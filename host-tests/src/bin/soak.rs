@@ -382,6 +382,24 @@ fn run(args: Args) -> Result<bool> {
         fs::write(path, serde_json::to_string_pretty(&figures)?)?;
     }
     println!("{}", serde_json::to_string(&figures)?);
+    if !report.passed() {
+        // Envoy's view of the unintended answers: its access log records
+        // response flags and upstream details, its log the filter's warnings.
+        // Envoy flushes its access log every second.
+        thread::sleep(Duration::from_millis(1500));
+        let access = fs::read_to_string(envoy.run_dir().join("access.log")).unwrap_or_default();
+        for line in access.lines().filter(|l| l.contains("\" 5")).take(5) {
+            eprintln!("access log: {line}");
+        }
+        for line in envoy
+            .log()
+            .lines()
+            .filter(|l| l.contains("citygate") && l.contains("warn"))
+            .take(10)
+        {
+            eprintln!("envoy log: {line}");
+        }
+    }
     drop(envoy);
     drop(api);
     Ok(report.passed())
@@ -412,9 +430,15 @@ fn client(
         }
         let kind = &load.kinds[load.schedule[(i as usize) % load.schedule.len()]];
         match send(&agent, url, kind, load, i) {
-            Ok(status) => {
+            Ok((status, body)) => {
                 if !INTENDED.contains(&status) && failures.len() < 10 {
-                    failures.push(format!("request {i} ({}): status {status}", kind.name));
+                    // The body says who answered (citygate's problem type or
+                    // Envoy's own text) and why.
+                    let body = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+                    failures.push(format!(
+                        "request {i} ({}): status {status}: {body}",
+                        kind.name
+                    ));
                 }
                 *local.entry((kind.name.to_string(), status)).or_default() += 1;
             }
@@ -435,7 +459,14 @@ fn client(
     tally.first_failures.extend(failures);
 }
 
-fn send(agent: &ureq::Agent, url: &str, kind: &Kind, load: &Workload, i: u64) -> Result<u16> {
+/// The status and body of one request of the mix.
+fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    kind: &Kind,
+    load: &Workload,
+    i: u64,
+) -> Result<(u16, Vec<u8>)> {
     let mut builder = ureq::http::Request::builder()
         .method(kind.method)
         .uri(format!("{url}{}", kind.path.trim_start_matches('/')));
@@ -460,12 +491,12 @@ fn send(agent: &ureq::Agent, url: &str, kind: &Kind, load: &Workload, i: u64) ->
     let mut response = agent.run(builder.body(kind.body.clone())?)?;
     let status = response.status().as_u16();
     // Read the body whole so the connection is reused.
-    let _ = response
+    let body = response
         .body_mut()
         .with_config()
         .limit(16 * 1024 * 1024)
         .read_to_vec()?;
-    Ok(status)
+    Ok((status, body))
 }
 
 /// The Envoy process of this run: the one whose command line names its run
