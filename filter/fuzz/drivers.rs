@@ -33,7 +33,7 @@ use citygate_filter::pipeline::Gateway;
 use citygate_filter::policy::input::build_input;
 use citygate_filter::policy::RequestContext;
 use citygate_filter::redact::{BufferPlan, ContentCoding, ResponseRedaction};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The fixed "now" of every driver (2026-09-21T…Z): the demo tokens in the
 /// seed corpora are minted for it, so replays are deterministic.
@@ -202,25 +202,13 @@ pub fn hs256_token(header: &str, claims: &str) -> String {
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
 
-/// RFC 2104 over SHA-256 (sha2 is already a dependency of both users of
-/// this file; hmac is not).
+/// HMAC-SHA256 (RFC 2104) of the `hmac` crate, which the filter verifies
+/// HS256 tokens with too.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 // ---------------------------------------------------------------------------
