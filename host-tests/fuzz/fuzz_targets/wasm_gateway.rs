@@ -6,4 +6,7 @@ mod drivers;
 #[path = "../wasm_driver.rs"]
 mod wasm_driver;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| wasm_driver::wasm_gateway(data));
+libfuzzer_sys::fuzz_target!(
+    init: wasm_driver::warm_up(),
+    |data: &[u8]| wasm_driver::wasm_gateway(data)
+);
