@@ -254,7 +254,13 @@ fn percent_decode_path(path: &str) -> Result<String, NormalizeError> {
         return Err(NormalizeError::EncodedSeparator);
     }
     // Overlong UTF-8 (`%C0%AE` for `.`) is invalid UTF-8 and refused here.
-    String::from_utf8(out).map_err(|_| NormalizeError::InvalidUtf8)
+    let path = String::from_utf8(out).map_err(|_| NormalizeError::InvalidUtf8)?;
+    // C1 controls (U+0080–U+009F, e.g. NEL, a line break to some log
+    // readers) are controls too (found by fuzzing the request stage).
+    if path.chars().any(char::is_control) {
+        return Err(NormalizeError::ControlCharacter);
+    }
+    Ok(path)
 }
 
 /// Characters that must stay percent-encoded in a path sent upstream.
@@ -369,6 +375,8 @@ mod tests {
             ("/admin%3bx", Err(NormalizeError::PathParameter)),
             ("/%C0%AEadmin", Err(NormalizeError::InvalidUtf8)),
             ("/admin%00", Err(NormalizeError::ControlCharacter)),
+            ("/admin%C2%85x", Err(NormalizeError::ControlCharacter)),
+            ("/admin\u{8b}", Err(NormalizeError::ControlCharacter)),
             ("/admin%zz", Err(NormalizeError::BadPercentEncoding)),
             ("/admin%4", Err(NormalizeError::BadPercentEncoding)),
             ("admin", Err(NormalizeError::PathNotAbsolute)),
