@@ -20,6 +20,12 @@ use crate::config::ConfigError;
 const TIMER_CHECK_INTERVAL: u32 = 32;
 /// A policy may take at most this long; more is a misconfiguration.
 const MAX_EVAL_BUDGET_MICROS: u64 = 10_000_000;
+/// Deepest nesting of brackets a module may have. regorus' parser tries a
+/// comprehension before an array at every `[`, so its time grows
+/// exponentially with nesting: a module nesting ~40 `[` took minutes (found
+/// by fuzzing the configuration), long enough to stall Envoy's main thread
+/// in `on_configure`. Real policies nest a handful of levels.
+const MAX_REGO_NESTING: usize = 24;
 /// Longest error text logged (locations and a short message).
 const MAX_ERROR_CHARS: usize = 160;
 
@@ -72,6 +78,14 @@ impl PreparedPolicy {
         builtins::register(&mut engine, &clock, config.strict_builtin_errors)
             .map_err(|e| ConfigError::new("$.policy", one_line(&e.to_string())))?;
         for (name, source) in &config.modules {
+            if let Some(line) = nesting_beyond(source, MAX_REGO_NESTING) {
+                return Err(ConfigError::new(
+                    module_path(name),
+                    format!(
+                        "{name}:{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"
+                    ),
+                ));
+            }
             engine
                 .add_policy(name.clone(), source.clone())
                 .map_err(|e| ConfigError::new(module_path(name), one_line(&e.to_string())))?;
@@ -143,6 +157,52 @@ impl PreparedPolicy {
     pub(super) fn clock(&self) -> &EvalClock {
         &self.clock
     }
+}
+
+/// The line where `[`, `{` and `(` first nest deeper than `limit`, outside
+/// strings and comments; `None` when they never do.
+fn nesting_beyond(source: &str, limit: usize) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut chars = source.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' => {
+                // A comment runs to the end of the line.
+                if chars.by_ref().any(|c| c == '\n') {
+                    line += 1;
+                }
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            '`' => {
+                for c in chars.by_ref() {
+                    match c {
+                        '`' => break,
+                        '\n' => line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' | '(' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+            }
+            ']' | '}' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn module_path(name: &str) -> String {

@@ -911,3 +911,30 @@ allow := {"allowed": true, "headers": {"x-policy": "yes"}, "request_headers_to_r
         assert_eq!(err.path, "$.policy.max_eval_micros");
     }
 }
+
+#[test]
+fn deeply_nested_brackets_are_refused_before_parsing() {
+    // regorus' parser takes exponential time in bracket nesting; 40 levels
+    // would stall on_configure for minutes.
+    let nested = format!(
+        "package envoy.authz\n\nallow if {{\n  x := {}1{}\n}}\n",
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let err = compile_error(&[("deep.rego", &nested)], serde_json::json!({}));
+    assert_eq!(err.path, r#"$.policy.modules["deep.rego"]"#);
+    assert!(
+        err.message
+            .starts_with("deep.rego:4: brackets nest deeper than 24 levels"),
+        "{}",
+        err.message
+    );
+    // Brackets in strings and comments are not nesting; ordinary nesting is fine.
+    let fine = format!(
+        "package envoy.authz\n\n# {}\nnote := \"{}\"\nraw := `{}`\nallow if {{\n  x := [[{{\"a\": [1]}}]]\n  count(x) == 1\n}}\n",
+        "[".repeat(40),
+        "{".repeat(40),
+        "(".repeat(40)
+    );
+    engine(&[("fine.rego", &fine)], serde_json::json!({}));
+}
