@@ -81,9 +81,7 @@ impl PreparedPolicy {
             if let Some(line) = nesting_beyond(source, MAX_REGO_NESTING) {
                 return Err(ConfigError::new(
                     module_path(name),
-                    format!(
-                        "{name}:{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"
-                    ),
+                    format!("{name}:{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"),
                 ));
             }
             engine
