@@ -165,12 +165,8 @@ fn nesting_beyond(source: &str, limit: usize) -> Option<usize> {
     while let Some(c) = chars.next() {
         match c {
             '\n' => line += 1,
-            '#' => {
-                // A comment runs to the end of the line.
-                if chars.by_ref().any(|c| c == '\n') {
-                    line += 1;
-                }
-            }
+            // A comment runs to the end of the line (consumed by the guard).
+            '#' if chars.by_ref().any(|c| c == '\n') => line += 1,
             '"' => {
                 let mut escaped = false;
                 for c in chars.by_ref() {
