@@ -199,27 +199,31 @@ impl Provider {
         if token.len() > self.options.max_token_bytes {
             return JwtOutcome::Invalid(JwtError::TooLarge);
         }
+        let now = host.now_unix_seconds();
+        // The keys and their generation, or how long to wait for a remote
+        // set that has not arrived yet.
+        let current = match &self.keys {
+            Keys::Inline(keys) => Ok((keys.clone(), 0)),
+            Keys::Remote(store) => store.keys(host).ok_or(store.max_wait_ms()),
+        };
+        // A token verified before, against the same keys, is still valid
+        // until its cache entry ends: the hash of its exact bytes is all a
+        // repeated token costs (no decoding, no signature check).
+        let digest = cache::digest(token);
+        if let Ok((_, generation)) = &current {
+            if let Some(identity) = self.cache.get(&digest, now, *generation) {
+                host.count(Metric::JwtCacheHit, 1);
+                return JwtOutcome::Verified(identity);
+            }
+        }
         // Garbage is refused before waiting for keys that cannot help.
         if let Err(error) = decode_unverified(token) {
             return JwtOutcome::Invalid(error);
         }
-        let (keys, generation) = match &self.keys {
-            Keys::Inline(keys) => (keys.clone(), 0),
-            Keys::Remote(store) => match store.keys(host) {
-                Some(current) => current,
-                None => {
-                    return JwtOutcome::KeysPending {
-                        max_wait_ms: store.max_wait_ms(),
-                    }
-                }
-            },
+        let (keys, generation) = match current {
+            Ok(current) => current,
+            Err(max_wait_ms) => return JwtOutcome::KeysPending { max_wait_ms },
         };
-        let now = host.now_unix_seconds();
-        let digest = cache::digest(token);
-        if let Some(identity) = self.cache.get(&digest, now, generation) {
-            host.count(Metric::JwtCacheHit, 1);
-            return JwtOutcome::Verified(identity);
-        }
         match verify::verify_token(token, &keys, &self.options, now) {
             Ok(claims) => {
                 let valid_until = verify::valid_until(&claims, &self.options);
