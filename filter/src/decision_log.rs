@@ -71,6 +71,9 @@ impl DecisionRecord {
     /// Writes the line. Serialization cannot fail for this type; if it ever
     /// did, a fixed line still records that a decision happened.
     pub fn emit(mut self, host: &dyn Host) {
+        if !host.log_enabled(LogLevel::Info) {
+            return;
+        }
         self.time = rfc3339_utc(host.now_unix_nanos());
         let line = serde_json::to_string(&self)
             .unwrap_or_else(|_| r#"{"outcome":"unlogged"}"#.to_string());
@@ -151,5 +154,16 @@ mod tests {
         assert!(!line.contains("citizen-4711"));
         assert!(line.contains(&pseudonym(b"log-key", "citizen-4711")));
         assert!(line.contains("\"identity_kind\":\"jwt\""));
+    }
+
+    #[test]
+    fn no_line_is_built_when_the_proxy_would_drop_it() {
+        let host = crate::host::memory::MemoryHost::at_unix_seconds(1_700_000_000);
+        host.log_level.set(Some(LogLevel::Warn));
+        DecisionRecord::default().emit(&host);
+        assert!(host.log_lines().is_empty());
+        host.log_level.set(Some(LogLevel::Info));
+        DecisionRecord::default().emit(&host);
+        assert_eq!(host.log_lines().len(), 1);
     }
 }

@@ -51,6 +51,11 @@ pub trait Host {
     fn count(&self, metric: Metric, delta: u64);
     fn record(&self, metric: Metric, value: u64);
     fn log(&self, level: LogLevel, message: &str);
+    /// Whether the proxy writes lines of `level`: a line it would drop need
+    /// not be built (the decision log is built per request).
+    fn log_enabled(&self, _level: LogLevel) -> bool {
+        true
+    }
     /// Starts an HTTP call; the reply arrives later through the shell.
     /// Returns the call's token.
     fn dispatch(&self, callout: &Callout) -> Result<u32, String>;
@@ -79,6 +84,8 @@ pub mod memory {
         pub histograms: RefCell<HashMap<Metric, Vec<u64>>>,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         pub callouts: RefCell<Vec<Callout>>,
+        /// Lines below this level are not written (as a proxy's log level).
+        pub log_level: Cell<Option<LogLevel>>,
     }
 
     impl MemoryHost {
@@ -148,7 +155,13 @@ pub mod memory {
         }
 
         fn log(&self, level: LogLevel, message: &str) {
-            self.logs.borrow_mut().push((level, message.to_string()));
+            if self.log_enabled(level) {
+                self.logs.borrow_mut().push((level, message.to_string()));
+            }
+        }
+
+        fn log_enabled(&self, level: LogLevel) -> bool {
+            self.log_level.get().is_none_or(|least| level >= least)
         }
 
         fn dispatch(&self, callout: &Callout) -> Result<u32, String> {

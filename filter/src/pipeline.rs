@@ -116,7 +116,7 @@ impl Gateway {
     }
 
     pub fn compile(config: PluginConfig) -> Result<Self, ConfigError> {
-        let policy = PolicyEngine::compile(config.policy.as_ref())?;
+        let mut policy = PolicyEngine::compile(config.policy.as_ref())?;
         policy.check_routes(&config.routes)?;
         Ok(Self {
             auth: Authenticator::compile(&config.auth, &config.routes)?,
@@ -142,6 +142,10 @@ impl Gateway {
 
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.limits
+    }
+
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
     }
 
     pub fn redactor(&self) -> &Redactor {

@@ -71,13 +71,14 @@ impl Host for EnvoyHost {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Debug => ProxyLogLevel::Debug,
-            LogLevel::Info => ProxyLogLevel::Info,
-            LogLevel::Warn => ProxyLogLevel::Warn,
-            LogLevel::Error => ProxyLogLevel::Error,
-        };
-        let _ = hostcalls::log(level, message);
+        let _ = hostcalls::log(proxy_level(level), message);
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        // Envoy's level can change at runtime (admin `/logging`), so it is
+        // asked each time: one cheap host call.
+        hostcalls::get_log_level()
+            .map_or(true, |current| proxy_level(level) as u32 >= current as u32)
     }
 
     fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
@@ -248,6 +249,15 @@ impl Context for CitygateRoot {
     }
 }
 
+fn proxy_level(level: LogLevel) -> ProxyLogLevel {
+    match level {
+        LogLevel::Debug => ProxyLogLevel::Debug,
+        LogLevel::Info => ProxyLogLevel::Info,
+        LogLevel::Warn => ProxyLogLevel::Warn,
+        LogLevel::Error => ProxyLogLevel::Error,
+    }
+}
+
 impl RootContext for CitygateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         self.host = EnvoyHost {
@@ -264,10 +274,14 @@ impl RootContext for CitygateRoot {
                 } else {
                     Duration::from_secs(1)
                 };
+                let evaluator_line = gateway.policy().evaluator_line();
                 self.gateway = Some(Rc::new(gateway));
                 self.set_tick_period(tick);
                 self.host
                     .log(LogLevel::Info, "citygate: configuration accepted");
+                if let Some(line) = evaluator_line {
+                    self.host.log(LogLevel::Info, &line);
+                }
                 for warning in gateway_warnings(self.gateway.as_deref()) {
                     self.host.log(LogLevel::Warn, &warning);
                 }

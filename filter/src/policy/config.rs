@@ -33,6 +33,11 @@ pub struct PolicyConfig {
     /// Wall-clock budget of one evaluation; past it the request is denied.
     #[serde(default = "default_max_eval_micros")]
     pub max_eval_micros: u64,
+    /// `auto` (regorus's bytecode VM when the policy can run on it, else its
+    /// interpreter), `vm` (a policy the VM cannot run is a configuration
+    /// error) or `interpreter`.
+    #[serde(default = "default_evaluator")]
+    pub evaluator: String,
 }
 
 /// Per-route policy options.
@@ -52,6 +57,10 @@ pub const DEFAULT_MAX_EVAL_MICROS: u64 = 50_000;
 
 fn default_entrypoint() -> String {
     DEFAULT_ENTRYPOINT.to_string()
+}
+
+fn default_evaluator() -> String {
+    "auto".to_string()
 }
 
 fn default_max_eval_micros() -> u64 {

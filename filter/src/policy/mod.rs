@@ -14,7 +14,7 @@ pub mod testing;
 
 pub use config::{PolicyConfig, RoutePolicy, DEFAULT_ENTRYPOINT, DEFAULT_MAX_EVAL_MICROS};
 pub use decision::{parse_decision, DecisionError};
-pub use engine::PreparedPolicy;
+pub use engine::{Evaluator, PreparedPolicy};
 
 use crate::config::{ConfigError, RouteConfig};
 use crate::host::{Host, LogLevel};
@@ -78,8 +78,9 @@ impl PolicyEngine {
     }
 
     /// Route options that need the compiled modules: a route's own
-    /// entrypoint must exist, and needs a policy at all.
-    pub fn check_routes(&self, routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    /// entrypoint must exist, and needs a policy at all. Route entrypoints
+    /// are then compiled with the global one.
+    pub fn check_routes(&mut self, routes: &[RouteConfig]) -> Result<(), ConfigError> {
         for (index, route) in routes.iter().enumerate() {
             let Some(entrypoint) = &route.policy.entrypoint else {
                 continue;
@@ -95,11 +96,67 @@ impl PolicyEngine {
                 }
             }
         }
+        if let Some(policy) = &mut self.policy {
+            let mut entrypoints = vec![policy.entrypoint.as_str()];
+            for route in routes {
+                if let Some(entrypoint) = route.policy.entrypoint.as_deref() {
+                    if !entrypoints.contains(&entrypoint) {
+                        entrypoints.push(entrypoint);
+                    }
+                }
+            }
+            if entrypoints.len() > 1 {
+                policy
+                    .prepared
+                    .choose_evaluator(&entrypoints, "$.policy.evaluator")?;
+            }
+        }
         Ok(())
     }
 
     pub fn is_configured(&self) -> bool {
         self.policy.is_some()
+    }
+
+    /// Which evaluator runs the policy, and why it is the interpreter when
+    /// it is; `None` without a policy.
+    pub fn evaluator(&self) -> Option<(Evaluator, Option<&str>)> {
+        self.policy.as_ref().map(|p| p.prepared.evaluator())
+    }
+
+    /// The configuration log line naming the evaluator; `None` without a
+    /// policy.
+    pub fn evaluator_line(&self) -> Option<String> {
+        let (evaluator, reason) = self.evaluator()?;
+        Some(match reason {
+            None => format!("citygate: policy evaluator: {}", evaluator.as_str()),
+            Some(reason) => format!(
+                "citygate: policy evaluator: {} ({reason})",
+                evaluator.as_str()
+            ),
+        })
+    }
+
+    /// The raw answers of the chosen evaluator and of the interpreter for
+    /// `request` at the global entrypoint: the VM's differential tests and
+    /// fuzzing compare them. `None` without a policy or an input.
+    pub fn evaluate_both(
+        &self,
+        request: &RequestContext<'_>,
+        now_unix_nanos: u64,
+    ) -> Option<(
+        Result<regorus::Value, String>,
+        Result<regorus::Value, String>,
+    )> {
+        let policy = self.policy.as_ref()?;
+        let input = input::build_input(request).ok()?;
+        let chosen = policy
+            .prepared
+            .evaluate(&policy.entrypoint, input.clone(), now_unix_nanos);
+        let interpreted = policy
+            .prepared
+            .evaluate_in_interpreter(&policy.entrypoint, input);
+        Some((chosen, interpreted))
     }
 
     pub fn authorize(&self, request: &RequestContext<'_>, host: &dyn Host) -> Decision {

@@ -35,6 +35,8 @@ pub fn run_rego_tests(
         strict_builtin_errors: false,
         dry_run: false,
         max_eval_micros: 10_000_000,
+        // Test rules use `with`, which only the interpreter has.
+        evaluator: "interpreter".to_string(),
     };
     let prepared = PreparedPolicy::load(&config)?;
     prepared.clock().set(now_unix_nanos);

@@ -422,7 +422,7 @@ fn a_missing_entrypoint_rejects_the_config() {
 
 #[test]
 fn route_entrypoints_are_checked() {
-    let e = engine(
+    let mut e = engine(
         &[("a.rego", "package envoy.authz\n\nallow := true\n")],
         serde_json::json!({}),
     );
@@ -483,7 +483,8 @@ fn undefined_and_errors_deny_with_a_logged_reason_and_no_input() {
         &host,
     );
     assert!(!d.allowed);
-    assert!(d.reason.unwrap().starts_with("policy evaluation failed"));
+    let reason = d.reason.unwrap();
+    assert!(reason.starts_with("policy evaluation failed"), "{reason}");
     let logs = host.log_lines().join("\n");
     assert!(!logs.contains("tok-ABCDEF"), "{logs}");
     assert_eq!(host.counter(Metric::PolicyError), 1);
@@ -937,4 +938,97 @@ fn deeply_nested_brackets_are_refused_before_parsing() {
         "(".repeat(40)
     );
     engine(&[("fine.rego", &fine)], serde_json::json!({}));
+}
+
+const PLAIN: &str = "package envoy.authz\n\nimport rego.v1\n\ndefault allow := false\n\nallow if input.attributes.request.http.method == \"GET\"\n\nwrites if input.attributes.request.http.method == \"POST\"\n";
+
+#[test]
+fn a_policy_the_vm_can_run_runs_on_the_vm() {
+    let e = engine(&[("a.rego", PLAIN)], serde_json::json!({}));
+    assert_eq!(e.evaluator(), Some((Evaluator::Vm, None)));
+    assert_eq!(
+        e.evaluator_line().as_deref(),
+        Some("citygate: policy evaluator: vm")
+    );
+    let host = MemoryHost::default();
+    assert!(authorize(&e, &view("GET", "/", &[]), &host).allowed);
+    assert!(!authorize(&e, &view("POST", "/", &[]), &host).allowed);
+    // The VM is reused: an earlier request leaves nothing behind.
+    assert!(authorize(&e, &view("GET", "/", &[]), &host).allowed);
+}
+
+#[test]
+fn citygate_builtins_and_print_keep_a_policy_in_the_interpreter() {
+    for (call, source) in [
+        ("io.jwt.decode", "package envoy.authz\n\nimport rego.v1\n\nallow if count(io.jwt.decode(input.attributes.request.http.headers.token)) == 3\n"),
+        ("time.now_ns", "package envoy.authz\n\nimport rego.v1\n\nallow if time.now_ns() > 0\n"),
+        ("print", "package envoy.authz\n\nimport rego.v1\n\nallow if {\n  print(\"checked\")\n  true\n}\n"),
+    ] {
+        let e = engine(&[("a.rego", source)], serde_json::json!({}));
+        let (evaluator, reason) = e.evaluator().unwrap();
+        assert_eq!(evaluator, Evaluator::Interpreter, "{call}");
+        assert_eq!(reason, Some(format!("it calls {call}").as_str()));
+        assert_eq!(
+            e.evaluator_line().unwrap(),
+            format!("citygate: policy evaluator: interpreter (it calls {call})")
+        );
+        let err = compile_error(&[("a.rego", source)], serde_json::json!({"evaluator": "vm"}));
+        assert_eq!(err.path, "$.policy.evaluator", "{call}");
+        assert!(err.message.contains(&format!("it calls {call}")), "{err}");
+    }
+    let strict = engine(
+        &[("a.rego", PLAIN)],
+        serde_json::json!({"strict_builtin_errors": true}),
+    );
+    assert_eq!(strict.evaluator().unwrap().0, Evaluator::Interpreter);
+}
+
+#[test]
+fn the_evaluator_can_be_chosen_and_a_bad_choice_is_named() {
+    let e = engine(
+        &[("a.rego", PLAIN)],
+        serde_json::json!({"evaluator": "interpreter"}),
+    );
+    assert_eq!(
+        e.evaluator(),
+        Some((
+            Evaluator::Interpreter,
+            Some("the configuration asks for it")
+        ))
+    );
+    assert!(authorize(&e, &view("GET", "/", &[]), &MemoryHost::default()).allowed);
+    let e = engine(&[("a.rego", PLAIN)], serde_json::json!({"evaluator": "vm"}));
+    assert_eq!(e.evaluator().unwrap().0, Evaluator::Vm);
+    let err = compile_error(
+        &[("a.rego", PLAIN)],
+        serde_json::json!({"evaluator": "fast"}),
+    );
+    assert_eq!(err.path, "$.policy.evaluator");
+    assert!(err.message.contains("\"fast\""), "{err}");
+}
+
+#[test]
+fn route_entrypoints_run_on_the_vm_too() {
+    let mut e = engine(&[("a.rego", PLAIN)], serde_json::json!({}));
+    let mut r = route();
+    r.policy.entrypoint = Some("data.envoy.authz.writes".into());
+    e.check_routes(std::slice::from_ref(&r)).unwrap();
+    assert_eq!(e.evaluator().unwrap().0, Evaluator::Vm);
+    let identity = jwt_identity();
+    let host = MemoryHost::default();
+    let decide = |method: &str| {
+        e.authorize(
+            &RequestContext {
+                view: &view(method, "/", &[]),
+                identity: &identity,
+                route: &r,
+                body: None,
+                body_truncated: false,
+            },
+            &host,
+        )
+        .allowed
+    };
+    assert!(decide("POST"));
+    assert!(!decide("GET"));
 }
