@@ -31,7 +31,7 @@ use citygate_filter::normalize::{
 };
 use citygate_filter::pipeline::Gateway;
 use citygate_filter::policy::input::build_input;
-use citygate_filter::policy::RequestContext;
+use citygate_filter::policy::{Evaluator, RequestContext};
 use citygate_filter::redact::{BufferPlan, ContentCoding, ResponseRedaction};
 use sha2::Sha256;
 
@@ -64,6 +64,9 @@ pub fn city_gateway() -> &'static Gateway {
     CITY.with(|cell| {
         *cell.borrow_mut().get_or_insert_with(|| {
             match Gateway::from_json(CITY_CONFIG.as_bytes(), &demo_env) {
+                Ok(gateway) if gateway.policy().evaluator().map(|e| e.0) != Some(Evaluator::Vm) => {
+                    panic!("the city pack should run on the bytecode VM")
+                }
                 Ok(gateway) => Box::leak(Box::new(gateway)),
                 Err(e) => panic!("the city pack does not compile: {e:?}"),
             }
@@ -320,8 +323,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The request stages natively: `normalize` (with the `@hops` trusted-hops
 /// directive) and its invariants, the policy input for every city route
-/// and identity kind, then the city pack's `admit` and `authorize` (auth,
-/// rate limits, Rego) on a fresh in-memory host.
+/// and identity kind with the pack's decision from the bytecode VM and the
+/// interpreter (they must agree), then the city pack's `admit` and
+/// `authorize` (auth, rate limits, Rego) on a fresh in-memory host.
 pub fn request(data: &[u8]) {
     let message = Message::parse(data);
     let raw = message.raw_request();
@@ -347,13 +351,25 @@ pub fn request(data: &[u8]) {
         let truncated = message.directive("truncated").is_some();
         for route in routes(gateway) {
             for identity in identities() {
-                let _ = build_input(&RequestContext {
+                let request = RequestContext {
                     view: &view,
                     identity: &identity,
                     route,
                     body: Some(&message.body),
                     body_truncated: truncated,
-                });
+                };
+                let _ = build_input(&request);
+                // The pack runs on the bytecode VM; the interpreter must
+                // decide the same.
+                if let Some((vm, interpreter)) = gateway
+                    .policy()
+                    .evaluate_both(&request, NOW * 1_000_000_000)
+                {
+                    assert_eq!(
+                        vm, interpreter,
+                        "the VM and the interpreter decide differently"
+                    );
+                }
             }
         }
     }
