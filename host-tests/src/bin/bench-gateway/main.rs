@@ -7,7 +7,7 @@
 //! so drift on the machine hits every variant alike; tables show medians.
 //!
 //! Phases: closed-loop throughput with 1 and 2 workers; open-loop latency
-//! at half of (a)'s maximum; a 16 KiB NGSI response run, (a) vs citygate
+//! at half of (a)'s maximum and at half of citygate's; a 16 KiB NGSI response run, (a) vs citygate
 //! minimizing it; memory after many requests with many rate-limit keys.
 //! Raw samples go to `target/bench/<time>/results.json`, the tables to
 //! `results.md` beside it (and `target/bench/latest.*`).
@@ -226,6 +226,17 @@ impl Bench {
                 Workload::Request,
                 Pace::OpenLoop { rate },
             )?;
+            // At (a)'s half citygate may saturate and show queueing; at half
+            // of its own maximum every variant keeps up, so the percentiles
+            // compare added latency.
+            let rate = self.half_of(Phase::Throughput, Variant::Citygate)?;
+            self.interleaved(
+                Phase::LatencyBelowSaturation,
+                &Variant::ALL,
+                1,
+                Workload::Request,
+                Pace::OpenLoop { rate },
+            )?;
         }
         if self.args.runs(Part::Response) {
             let pair = [Variant::NoFilter, Variant::Citygate];
@@ -289,14 +300,19 @@ impl Bench {
 
     /// Half of (a)'s median 1-worker maximum in `phase`.
     fn half_of_no_filter(&self, phase: Phase) -> Result<f64> {
+        self.half_of(phase, Variant::NoFilter)
+    }
+
+    /// Half of `variant`'s median 1-worker maximum in `phase`.
+    fn half_of(&self, phase: Phase, variant: Variant) -> Result<f64> {
         let mut rates: Vec<f64> = self
             .samples
             .iter()
-            .filter(|s| s.phase == phase && s.variant == Variant::NoFilter && s.workers == 1)
+            .filter(|s| s.phase == phase && s.variant == variant && s.workers == 1)
             .map(|s| s.measured.requests_per_sec)
             .collect();
         let max = report::median(&mut rates)
-            .context("the latency runs need (a)'s maximum: run the throughput part too")?;
+            .context("the latency runs need the closed-loop maxima: run the throughput part too")?;
         Ok((max / 2.0).max(1.0))
     }
 
