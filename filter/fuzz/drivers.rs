@@ -349,7 +349,7 @@ pub fn request(data: &[u8]) {
         );
         let gateway = city_gateway();
         let truncated = message.directive("truncated").is_some();
-        for route in routes(gateway) {
+        for (index, route) in routes(gateway).iter().enumerate() {
             for identity in identities() {
                 let request = RequestContext {
                     view: &view,
@@ -360,7 +360,11 @@ pub fn request(data: &[u8]) {
                 };
                 let _ = build_input(&request);
                 // The pack runs on the bytecode VM; the interpreter must
-                // decide the same.
+                // decide the same. The pack does not read the route, so one
+                // route is enough (the interpreter is the slow part).
+                if index > 0 {
+                    continue;
+                }
                 if let Some((vm, interpreter)) = gateway
                     .policy()
                     .evaluate_both(&request, NOW * 1_000_000_000)
