@@ -57,16 +57,10 @@ fn a_broken_rule_makes_its_test_fail() {
     assert!(failed.contains(&"data.citygate.city_test.test_operator_write_needs_mfa"));
 }
 
-/// The pack as the gateway runs it: compiled once, one request evaluated
-/// through `PolicyEngine::authorize` (decision object, redaction profile).
-#[test]
-fn the_pack_decides_through_the_policy_engine() {
-    use citygate_filter::config::{GatewayConfig, RouteConfig};
-    use citygate_filter::host::memory::MemoryHost;
-    use citygate_filter::identity::Identity;
-    use citygate_filter::normalize::{normalize, ConnectionInfo, RawRequest};
-    use citygate_filter::policy::{PolicyConfig, PolicyEngine, RequestContext};
-
+/// The pack's modules (tests left out) and data, compiled as the gateway
+/// compiles them.
+fn city_pack_engine() -> citygate_filter::policy::PolicyEngine {
+    use citygate_filter::policy::{PolicyConfig, PolicyEngine};
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego");
     let (mut modules, data) = load_dir(&root);
     modules.retain(|name, _| !name.ends_with("_test.rego"));
@@ -76,7 +70,20 @@ fn the_pack_decides_through_the_policy_engine() {
         "entrypoint": "data.citygate.city.decision",
     }))
     .unwrap();
-    let engine = PolicyEngine::compile(Some(&config)).unwrap();
+    PolicyEngine::compile(Some(&config)).unwrap()
+}
+
+/// The pack as the gateway runs it: compiled once, one request evaluated
+/// through `PolicyEngine::authorize` (decision object, redaction profile).
+#[test]
+fn the_pack_decides_through_the_policy_engine() {
+    use citygate_filter::config::{GatewayConfig, RouteConfig};
+    use citygate_filter::host::memory::MemoryHost;
+    use citygate_filter::identity::Identity;
+    use citygate_filter::normalize::{normalize, ConnectionInfo, RawRequest};
+    use citygate_filter::policy::RequestContext;
+
+    let engine = city_pack_engine();
     let view = normalize(
         &RawRequest {
             headers: vec![
@@ -127,18 +134,9 @@ fn the_vm_and_the_interpreter_decide_every_city_request_alike() {
     use citygate_filter::config::{GatewayConfig, RouteConfig};
     use citygate_filter::identity::{Identity, IdentityKind};
     use citygate_filter::normalize::{normalize, ConnectionInfo, RawRequest};
-    use citygate_filter::policy::{Evaluator, PolicyConfig, PolicyEngine, RequestContext};
+    use citygate_filter::policy::{Evaluator, RequestContext};
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego");
-    let (mut modules, data) = load_dir(&root);
-    modules.retain(|name, _| !name.ends_with("_test.rego"));
-    let config: PolicyConfig = serde_json::from_value(serde_json::json!({
-        "modules": modules,
-        "data": data,
-        "entrypoint": "data.citygate.city.decision",
-    }))
-    .unwrap();
-    let engine = PolicyEngine::compile(Some(&config)).unwrap();
+    let engine = city_pack_engine();
     assert_eq!(engine.evaluator().unwrap().0, Evaluator::Vm);
 
     let person = |roles: &[&str], amr: &[&str]| Identity {
