@@ -1032,3 +1032,18 @@ fn route_entrypoints_run_on_the_vm_too() {
     assert!(decide("POST"));
     assert!(!decide("GET"));
 }
+
+#[test]
+fn a_policy_the_vm_cannot_compile_runs_in_the_interpreter() {
+    let source = "package envoy.authz\n\nimport rego.v1\n\nhelper if input.x == 1\n\nallow if helper with input as {\"x\": 1}\n";
+    let e = engine(&[("a.rego", source)], serde_json::json!({}));
+    let (evaluator, reason) = e.evaluator().unwrap();
+    assert_eq!(evaluator, Evaluator::Interpreter);
+    assert!(reason.is_some_and(|r| r.contains("with")), "{reason:?}");
+    assert!(authorize(&e, &view("GET", "/", &[]), &MemoryHost::default()).allowed);
+    let err = compile_error(
+        &[("a.rego", source)],
+        serde_json::json!({"evaluator": "vm"}),
+    );
+    assert_eq!(err.path, "$.policy.evaluator");
+}
