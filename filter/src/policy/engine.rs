@@ -65,10 +65,9 @@ impl Evaluator {
 pub struct PreparedPolicy {
     engine: Engine,
     clock: EvalClock,
-    /// The bytecode of the entrypoints, when the policy runs on the VM.
-    vm: Option<PolicyVm>,
-    /// Why the policy runs in the interpreter, when it does (for the log).
-    interpreter_reason: Option<String>,
+    /// The bytecode of the entrypoints when the policy runs on the VM, else
+    /// why it runs in the interpreter (for the log).
+    vm: Result<PolicyVm, String>,
     /// Functions the modules call, for choosing the evaluator.
     calls: HashSet<String>,
     mode: EvaluatorMode,
@@ -91,7 +90,6 @@ impl PolicyVm {
         program: Arc<Program>,
         data: Value,
         timer: ExecutionTimerConfig,
-        strict_builtin_errors: bool,
         entrypoints: Vec<String>,
     ) -> Result<Self, String> {
         let mut machine = RegoVM::new_with_policy(compiled);
@@ -103,7 +101,6 @@ impl PolicyVm {
         // the VM's default instruction cap (25 000) would deny policies that
         // the interpreter runs within their budget.
         machine.set_max_instructions(usize::MAX);
-        machine.set_strict_builtin_errors(strict_builtin_errors);
         machine.set_execution_timer_config(Some(timer));
         Ok(Self {
             program,
@@ -141,9 +138,16 @@ impl PreparedPolicy {
     /// it is (for the configuration log line).
     pub fn evaluator(&self) -> (Evaluator, Option<&str>) {
         match &self.vm {
-            Some(_) => (Evaluator::Vm, None),
-            None => (Evaluator::Interpreter, self.interpreter_reason.as_deref()),
+            Ok(_) => (Evaluator::Vm, None),
+            Err(reason) => (Evaluator::Interpreter, Some(reason.as_str())),
         }
+    }
+
+    /// Whether `entrypoint` is evaluated on the VM (else the interpreter).
+    pub(super) fn runs_on_vm(&self, entrypoint: &str) -> bool {
+        self.vm
+            .as_ref()
+            .is_ok_and(|vm| vm.entrypoints.iter().any(|e| e == entrypoint))
     }
 
     /// Compiles `entrypoints` to VM bytecode when the configuration allows
@@ -151,25 +155,17 @@ impl PreparedPolicy {
     /// interpreter runs the policy (with `evaluator: "vm"` that is a
     /// configuration error, reported at `at`).
     pub fn choose_evaluator(&mut self, entrypoints: &[&str], at: &str) -> Result<(), ConfigError> {
-        self.vm = None;
-        self.interpreter_reason = None;
-        if self.mode == EvaluatorMode::Interpreter {
-            self.interpreter_reason = Some("the configuration asks for it".to_string());
-            return Ok(());
-        }
-        match self.compile_vm(entrypoints) {
-            Ok(vm) => {
-                self.vm = Some(vm);
-                Ok(())
-            }
+        self.vm = if self.mode == EvaluatorMode::Interpreter {
+            Err("the configuration asks for it".to_string())
+        } else {
+            self.compile_vm(entrypoints)
+        };
+        match &self.vm {
             Err(reason) if self.mode == EvaluatorMode::Vm => Err(ConfigError::new(
                 at,
                 format!("the policy cannot run on the VM: {reason}"),
             )),
-            Err(reason) => {
-                self.interpreter_reason = Some(reason);
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -204,7 +200,6 @@ impl PreparedPolicy {
             program,
             self.engine.get_data(),
             self.timer,
-            self.strict_builtin_errors,
             entrypoints.iter().map(|e| (*e).to_string()).collect(),
         )
     }
@@ -254,8 +249,7 @@ impl PreparedPolicy {
         Ok(Self {
             engine,
             clock,
-            vm: None,
-            interpreter_reason: None,
+            vm: Err("not compiled yet".to_string()),
             calls,
             mode,
             timer,
@@ -309,7 +303,8 @@ impl PreparedPolicy {
         let machine = self
             .vm
             .as_ref()
-            .filter(|vm| vm.entrypoints.iter().any(|e| e == entrypoint))
+            .ok()
+            .filter(|_| self.runs_on_vm(entrypoint))
             .and_then(|vm| vm.machine.try_borrow_mut().ok());
         if let Some(mut machine) = machine {
             machine.set_input(input);

@@ -1014,6 +1014,9 @@ fn route_entrypoints_run_on_the_vm_too() {
     r.policy.entrypoint = Some("data.envoy.authz.writes".into());
     e.check_routes(std::slice::from_ref(&r)).unwrap();
     assert_eq!(e.evaluator().unwrap().0, Evaluator::Vm);
+    let prepared = &e.policy.as_ref().unwrap().prepared;
+    assert!(prepared.runs_on_vm("data.envoy.authz.writes"));
+    assert!(prepared.runs_on_vm("data.envoy.authz.allow"));
     let identity = jwt_identity();
     let host = MemoryHost::default();
     let decide = |method: &str| {
