@@ -26,12 +26,17 @@ use crate::config::ConfigError;
 const TIMER_CHECK_INTERVAL: u32 = 32;
 /// A policy may take at most this long; more is a misconfiguration.
 const MAX_EVAL_BUDGET_MICROS: u64 = 10_000_000;
-/// Deepest nesting of brackets a module may have. regorus' parser tries a
-/// comprehension before an array at every `[`, so its time grows
-/// exponentially with nesting: a module nesting ~40 `[` took minutes (found
-/// by fuzzing the configuration), long enough to stall Envoy's main thread
-/// in `on_configure`. Real policies nest a handful of levels.
-const MAX_REGO_NESTING: usize = 24;
+/// Deepest nesting of `[` and `{` a module may have. regorus' parser tries a
+/// comprehension before an array, set or object at every `[` and `{`, so
+/// its time doubles with each level: 16 balanced `[` took seconds, 24 would
+/// take many minutes (both found by fuzzing the configuration), long enough
+/// to stall Envoy's main thread in `on_configure`. At 10 a module parses in
+/// milliseconds; real policies nest a handful of levels, and deeper data
+/// belongs in `policy.data`.
+const MAX_REGO_COLLECTION_NESTING: usize = 10;
+/// Deepest nesting of all brackets, `(` included: parentheses cost no
+/// backtracking, but the parser recurses once per level.
+const MAX_REGO_NESTING: usize = 32;
 /// Longest error text logged (locations and a short message).
 const MAX_ERROR_CHARS: usize = 160;
 
@@ -227,10 +232,10 @@ impl PreparedPolicy {
         builtins::register(&mut engine, &clock, config.strict_builtin_errors)
             .map_err(|e| ConfigError::new("$.policy", one_line(&e.to_string())))?;
         for (name, source) in &config.modules {
-            if let Some(line) = nesting_beyond(source, MAX_REGO_NESTING) {
+            if let Some(nesting) = nesting_beyond(source) {
                 return Err(ConfigError::new(
                     module_path(name),
-                    format!("{name}:{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"),
+                    format!("{name}:{nesting}"),
                 ));
             }
             engine
@@ -366,10 +371,14 @@ impl EvaluatorMode {
     }
 }
 
-/// The line where `[`, `{` and `(` first nest deeper than `limit`, outside
-/// strings and comments; `None` when they never do.
-fn nesting_beyond(source: &str, limit: usize) -> Option<usize> {
-    let (mut depth, mut line) = (0usize, 1usize);
+/// Where a module's brackets first nest deeper than regorus' parser handles
+/// quickly (`MAX_REGO_COLLECTION_NESTING` of `[` and `{`, `MAX_REGO_NESTING`
+/// of all), outside strings and comments; `None` when they never do.
+fn nesting_beyond(source: &str) -> Option<TooDeep> {
+    // The open brackets, innermost last; a stray closer pops whatever is open.
+    let mut open: Vec<char> = Vec::new();
+    let mut collections = 0usize;
+    let mut line = 1usize;
     let mut chars = source.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -396,16 +405,51 @@ fn nesting_beyond(source: &str, limit: usize) -> Option<usize> {
                 }
             }
             '[' | '{' | '(' => {
-                depth += 1;
-                if depth > limit {
-                    return Some(line);
+                open.push(c);
+                if c != '(' {
+                    collections += 1;
+                }
+                if collections > MAX_REGO_COLLECTION_NESTING {
+                    return Some(TooDeep::Collections(line));
+                }
+                if open.len() > MAX_REGO_NESTING {
+                    return Some(TooDeep::Brackets(line));
                 }
             }
-            ']' | '}' | ')' => depth = depth.saturating_sub(1),
+            ']' | '}' | ')' => {
+                if matches!(open.pop(), Some('[' | '{')) {
+                    collections -= 1;
+                }
+            }
             _ => {}
         }
     }
     None
+}
+
+/// A module nesting deeper than `nesting_beyond` allows, at a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TooDeep {
+    Collections(usize),
+    Brackets(usize),
+}
+
+impl std::fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Collections(line) => write!(
+                f,
+                "{line}: `[` and `{{` nest deeper than {MAX_REGO_COLLECTION_NESTING} levels \
+                 (regorus parses deeper nesting in exponential time; move deep data to policy.data)"
+            ),
+            Self::Brackets(line) => {
+                write!(
+                    f,
+                    "{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"
+                )
+            }
+        }
+    }
 }
 
 fn module_path(name: &str) -> String {

@@ -915,21 +915,61 @@ allow := {"allowed": true, "headers": {"x-policy": "yes"}, "request_headers_to_r
 
 #[test]
 fn deeply_nested_brackets_are_refused_before_parsing() {
-    // regorus' parser takes exponential time in bracket nesting; 40 levels
-    // would stall on_configure for minutes.
-    let nested = format!(
-        "package envoy.authz\n\nallow if {{\n  x := {}1{}\n}}\n",
-        "[".repeat(40),
-        "]".repeat(40)
+    // regorus' parser takes exponential time in `[` and `{` nesting: 16
+    // balanced levels took seconds, 40 would stall on_configure for hours.
+    let nested = |open: &str, close: &str, depth: usize| {
+        format!(
+            "package envoy.authz\n\nallow if {{\n  x := {}1{}\n}}\n",
+            open.repeat(depth),
+            close.repeat(depth)
+        )
+    };
+    // The rule's body is one level: 10 in all is the most a module may have.
+    for (open, close) in [("[", "]"), ("{", "}"), ("[{", "}]")] {
+        let deep = nested(open, close, 10 / open.len());
+        let err = compile_error(&[("deep.rego", &deep)], serde_json::json!({}));
+        assert_eq!(err.path, r#"$.policy.modules["deep.rego"]"#);
+        assert!(
+            err.message
+                .starts_with("deep.rego:4: `[` and `{` nest deeper than 10 levels"),
+            "{}",
+            err.message
+        );
+        let at_limit = nested(open, close, 9 / open.len());
+        engine(&[("ok.rego", &at_limit)], serde_json::json!({}));
+    }
+    // Unbalanced, as the fuzzer wrote it: 17 `[` before the first `]`.
+    let unbalanced = format!(
+        "package envoy.authz\n\nown if{}{} != null\n\ty == 1\n}}\n",
+        "[".repeat(17),
+        "]".repeat(9)
     );
-    let err = compile_error(&[("deep.rego", &nested)], serde_json::json!({}));
-    assert_eq!(err.path, r#"$.policy.modules["deep.rego"]"#);
+    let err = compile_error(&[("u.rego", &unbalanced)], serde_json::json!({}));
     assert!(
-        err.message
-            .starts_with("deep.rego:4: brackets nest deeper than 24 levels"),
+        err.message.starts_with("u.rego:3: `[` and `{` nest"),
         "{}",
         err.message
     );
+    // Parentheses cost no backtracking: 31 levels (inside the rule's body)
+    // are fine, beyond 32 brackets in all are refused.
+    engine(&[("p.rego", &nested("(", ")", 31))], serde_json::json!({}));
+    let err = compile_error(&[("p.rego", &nested("(", ")", 32))], serde_json::json!({}));
+    assert!(
+        err.message
+            .starts_with("p.rego:4: brackets nest deeper than 32 levels"),
+        "{}",
+        err.message
+    );
+    // A closer pops the innermost bracket whatever its kind: `(` levels
+    // closed with `]` leave no `[` counted.
+    let mixed = format!(
+        "package envoy.authz\n\nallow if {{\n  x := {}\n  y := {}1{}\n}}\n",
+        "[(])".repeat(20),
+        "[".repeat(9),
+        "]".repeat(9)
+    );
+    let err = compile_error(&[("m.rego", &mixed)], serde_json::json!({}));
+    assert!(!err.message.contains("nest deeper"), "{}", err.message);
     // Brackets in strings and comments are not nesting; ordinary nesting is fine.
     let fine = format!(
         "package envoy.authz\n\n# {}\nnote := \"{}\"\nraw := `{}`\nallow if {{\n  x := [[{{\"a\": [1]}}]]\n  count(x) == 1\n}}\n",
