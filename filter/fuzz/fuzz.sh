@@ -11,6 +11,10 @@
 #                                      inputs with new coverage), to commit
 #   fuzz.sh smoke [TARGET…]            each target SMOKE_SECONDS (20) from the
 #                                      committed inputs; a crash fails
+#   fuzz.sh coverage TARGET [DIR…]     lines and regions of citygate's own code
+#                                      (filter/src) that the inputs reach
+#                                      (default: seeds/, corpus/, corpus-work/);
+#                                      compare two snapshots to judge a plateau
 #
 # Targets: config jwt request redact (native core, filter/fuzz) and
 # wasm_gateway (the release .wasm in wasmtime, host-tests/fuzz). Crashes are
@@ -104,6 +108,52 @@ keep() {
     echo "corpus/$t: $(ls "$dir/corpus/$t" | wc -l) files, $(du -sh "$dir/corpus/$t" | cut -f1)"
 }
 
+# coverage TARGET DIR…: one uninstrumented-by-sanitizer, coverage-instrumented
+# process runs every input; the report is restricted to filter/src, because
+# libFuzzer's `cov` counts regorus, serde and wasmtime edges as well, and a
+# plateau of citygate's own code is what tells whether its paths are reached.
+coverage() {
+    local t="$1" dir sysroot llvm_bin binary raw profile
+    shift
+    if [ "$t" = wasm_gateway ]; then
+        echo "coverage: wasm_gateway runs the guest as compiled Wasm, invisible to" \
+            "coverage instrumentation; measure the native targets" >&2
+        exit 2
+    fi
+    dir="$(crate_dir "$t")"
+    local dirs=("$@")
+    if [ "${#dirs[@]}" -eq 0 ]; then
+        dirs=("$dir/seeds/$t" "$dir/corpus/$t")
+        [ -d "$dir/corpus-work/$t" ] && dirs+=("$dir/corpus-work/$t")
+    fi
+    sysroot="$(rustc +nightly --print sysroot)"
+    llvm_bin="$(echo "$sysroot"/lib/rustlib/*/bin)"
+    if [ ! -x "$llvm_bin/llvm-cov" ]; then
+        rustup +nightly component add llvm-tools-preview
+        llvm_bin="$(echo "$sysroot"/lib/rustlib/*/bin)"
+    fi
+    # `cargo fuzz coverage` builds the instrumented binary; it is given one
+    # seed because only its build is wanted: the inputs then run in a single
+    # process below.
+    local one
+    one="$(mktemp -d)"
+    cp "$(find "$dir/seeds/$t" -type f | head -n 1)" "$one"/
+    (cd "$dir" && cargo +nightly fuzz coverage "${FUZZ_FLAGS[@]}" "$t" "$one" >/dev/null 2>&1) ||
+        { echo "coverage: building $t with coverage instrumentation failed" >&2; exit 1; }
+    rm -rf "$one"
+    binary="$dir/target/x86_64-unknown-linux-gnu/coverage/x86_64-unknown-linux-gnu/release/$t"
+    raw="$(mktemp -d)"
+    echo "coverage: running $(find "${dirs[@]}" -type f | wc -l) inputs through $t" >&2
+    LLVM_PROFILE_FILE="$raw/run.profraw" "$binary" -runs=0 -timeout=60 \
+        -rss_limit_mb=2048 "${dirs[@]}" >"$raw/run.log" 2>&1 ||
+        { tail -n 20 "$raw/run.log"; echo "coverage: an input failed" >&2; exit 1; }
+    profile="$raw/run.profdata"
+    "$llvm_bin/llvm-profdata" merge -sparse "$raw/run.profraw" -o "$profile"
+    "$llvm_bin/llvm-cov" report "$binary" -instr-profile="$profile" "$root/filter/src" |
+        sed "s|$root/||"
+    rm -rf "$raw"
+}
+
 command="${1:-smoke}"
 shift || true
 ensure_tools
@@ -138,8 +188,11 @@ case "$command" in
             fi
         done
         ;;
+    coverage)
+        coverage "${1:?fuzz.sh coverage TARGET [DIR…]}" "${@:2}"
+        ;;
     *)
-        echo "usage: fuzz.sh build|run|keep|smoke …" >&2
+        echo "usage: fuzz.sh build|run|keep|smoke|coverage …" >&2
         exit 2
         ;;
 esac
