@@ -179,7 +179,7 @@ case "$command" in
             echo "==== smoke fuzz: $t (${SMOKE_SECONDS:-20} s)"
             status=0
             fuzz "$t" "$scratch" -max_total_time="${SMOKE_SECONDS:-20}" >"$log" 2>&1 || status=$?
-            grep -E '^(#[0-9]+ +DONE|stat::|INFO: Running with|==[0-9]+== ERROR|thread .* panicked)' "$log" || true
+            grep -E '^(#[0-9]+[[:space:]]+DONE|stat::|INFO: Running with|==[0-9]+== ERROR|thread .* panicked)' "$log" || true
             [ "$status" -ne 0 ] && tail -n 40 "$log"
             rm -rf "$scratch" "$log"
             if [ "$status" -ne 0 ]; then
