@@ -108,8 +108,8 @@ keep() {
     echo "corpus/$t: $(ls "$dir/corpus/$t" | wc -l) files, $(du -sh "$dir/corpus/$t" | cut -f1)"
 }
 
-# coverage TARGET DIR…: one uninstrumented-by-sanitizer, coverage-instrumented
-# process runs every input; the report is restricted to filter/src, because
+# coverage TARGET DIR…: one process, built with coverage instrumentation and
+# without a sanitizer, runs every input; the report is restricted to filter/src, because
 # libFuzzer's `cov` counts regorus, serde and wasmtime edges as well, and a
 # plateau of citygate's own code is what tells whether its paths are reached.
 coverage() {
@@ -126,6 +126,10 @@ coverage() {
         dirs=("$dir/seeds/$t" "$dir/corpus/$t")
         [ -d "$dir/corpus-work/$t" ] && dirs+=("$dir/corpus-work/$t")
     fi
+    local d
+    for d in "${dirs[@]}"; do
+        [ -d "$d" ] || { echo "coverage: $d is not a directory of inputs" >&2; exit 2; }
+    done
     sysroot="$(rustc +nightly --print sysroot)"
     llvm_bin="$(echo "$sysroot"/lib/rustlib/*/bin)"
     if [ ! -x "$llvm_bin/llvm-cov" ]; then
