@@ -21,18 +21,18 @@ use std::io::Write;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use citygate_filter::auth::jwt::{decode_unverified, verify_token, KeySet, VerifyOptions};
-use citygate_filter::config::{self, GatewayConfig, RouteConfig};
-use citygate_filter::host::memory::MemoryHost;
-use citygate_filter::host::Host;
-use citygate_filter::identity::Identity;
-use citygate_filter::normalize::{
+use citygate_core::auth::jwt::{decode_unverified, verify_token, KeySet, VerifyOptions};
+use citygate_core::config::{self, GatewayConfig, RouteConfig};
+use citygate_core::host::memory::MemoryHost;
+use citygate_core::host::Host;
+use citygate_core::identity::Identity;
+use citygate_core::normalize::{
     normalize, normalize_path, ConnectionInfo, PeerCertificate, RawRequest,
 };
-use citygate_filter::pipeline::Gateway;
-use citygate_filter::policy::input::build_input;
-use citygate_filter::policy::{Evaluator, RequestContext};
-use citygate_filter::redact::{BufferPlan, ContentCoding, ResponseRedaction};
+use citygate_core::pipeline::CompiledConfig;
+use citygate_core::policy::input::build_input;
+use citygate_core::policy::{Evaluator, RequestContext};
+use citygate_core::redact::{BufferPlan, ContentCoding, ResponseRedaction};
 use sha2::Sha256;
 
 /// The fixed "now" of every driver (2026-09-21T…Z): the demo tokens in the
@@ -56,14 +56,14 @@ pub fn demo_env(name: &str) -> Option<String> {
 thread_local! {
     // Compiled once per thread (Rego, keys, profiles); the core's state is
     // per-request or in the host, so reusing it across inputs is sound.
-    static CITY: RefCell<Option<&'static Gateway>> = const { RefCell::new(None) };
+    static CITY: RefCell<Option<&'static CompiledConfig>> = const { RefCell::new(None) };
 }
 
 /// The compiled city pack gateway (leaked: one per fuzzing thread).
-pub fn city_gateway() -> &'static Gateway {
+pub fn city_gateway() -> &'static CompiledConfig {
     CITY.with(|cell| {
         *cell.borrow_mut().get_or_insert_with(|| {
-            match Gateway::from_json(CITY_CONFIG.as_bytes(), &demo_env) {
+            match CompiledConfig::from_json(CITY_CONFIG.as_bytes(), &demo_env) {
                 Ok(gateway) if gateway.policy().evaluator().map(|e| e.0) != Some(Evaluator::Vm) => {
                     panic!("the city pack should run on the bytecode VM")
                 }
@@ -81,7 +81,7 @@ pub fn city_gateway() -> &'static Gateway {
 /// routes), then compile (Rego, keys, JSONPath, profiles). Errors are fine.
 pub fn config(data: &[u8]) {
     if let Ok(parsed) = config::parse(data, &demo_env) {
-        let _ = Gateway::compile(parsed);
+        let _ = CompiledConfig::compile(parsed);
     }
 }
 
@@ -92,12 +92,12 @@ pub fn config(data: &[u8]) {
 const HS256_SECRET: &[u8] = b"demo-only-hs256-secret-change-me-0123456789";
 const ISSUER: &str = "https://partner.city.example";
 const PEMS: &[&str] = &[
-    include_str!("../src/auth/testdata/demo-rsa-2048.public.pem"),
-    include_str!("../src/auth/testdata/demo-rsa-2048-rotated.public.pem"),
-    include_str!("../src/auth/testdata/demo-ec-p256.public.pem"),
-    include_str!("../src/auth/testdata/demo-ec-p384.public.pem"),
-    include_str!("../src/auth/testdata/demo-ed25519.public.pem"),
-    include_str!("../src/auth/testdata/demo-rsa-2048.cert.pem"),
+    include_str!("../core/src/auth/testdata/demo-rsa-2048.public.pem"),
+    include_str!("../core/src/auth/testdata/demo-rsa-2048-rotated.public.pem"),
+    include_str!("../core/src/auth/testdata/demo-ec-p256.public.pem"),
+    include_str!("../core/src/auth/testdata/demo-ec-p384.public.pem"),
+    include_str!("../core/src/auth/testdata/demo-ed25519.public.pem"),
+    include_str!("../core/src/auth/testdata/demo-rsa-2048.cert.pem"),
 ];
 
 fn demo_keys() -> KeySet {
@@ -397,7 +397,7 @@ pub fn request(data: &[u8]) {
     }
 }
 
-fn routes(gateway: &Gateway) -> &[RouteConfig] {
+fn routes(gateway: &CompiledConfig) -> &[RouteConfig] {
     &gateway.config().routes
 }
 

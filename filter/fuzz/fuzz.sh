@@ -12,7 +12,7 @@
 #   fuzz.sh smoke [TARGET…]            each target SMOKE_SECONDS (20) from the
 #                                      committed inputs; a crash fails
 #   fuzz.sh coverage TARGET [DIR…]     lines and regions of citygate's own code
-#                                      (filter/src) that the inputs reach
+#                                      (filter/core/src) that the inputs reach
 #                                      (default: seeds/, corpus/, corpus-work/);
 #                                      compare two snapshots to judge a plateau
 #
@@ -109,7 +109,7 @@ keep() {
 }
 
 # coverage TARGET DIR…: one process, built with coverage instrumentation and
-# without a sanitizer, runs every input; the report is restricted to filter/src, because
+# without a sanitizer, runs every input; the report is restricted to filter/core/src, because
 # libFuzzer's `cov` counts regorus, serde and wasmtime edges as well, and a
 # plateau of citygate's own code is what tells whether its paths are reached.
 coverage() {
@@ -153,7 +153,7 @@ coverage() {
         { tail -n 20 "$raw/run.log"; echo "coverage: an input failed" >&2; exit 1; }
     profile="$raw/run.profdata"
     "$llvm_bin/llvm-profdata" merge -sparse "$raw/run.profraw" -o "$profile"
-    "$llvm_bin/llvm-cov" report "$binary" -instr-profile="$profile" "$root/filter/src" |
+    "$llvm_bin/llvm-cov" report "$binary" -instr-profile="$profile" "$root/filter/core/src" |
         sed "s|$root/||"
     rm -rf "$raw"
 }

@@ -38,7 +38,7 @@ pub const SCHEMA_PATH: &str = "policies/config/citygate.schema.json";
 /// The schema as committed (pretty, no trailing newline: `println!` adds it).
 pub fn schema_text() -> Result<String> {
     Ok(serde_json::to_string_pretty(
-        &citygate_filter::config::json_schema(),
+        &citygate_core::config::json_schema(),
     )?)
 }
 
@@ -194,7 +194,7 @@ pub fn rego_tests(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>> {
             .display()
             .to_string();
         let now = u64::try_from(unix_now()).unwrap_or(0) * 1_000_000_000;
-        match citygate_filter::policy::testing::run_rego_tests(&modules, &data, now) {
+        match citygate_core::policy::testing::run_rego_tests(&modules, &data, now) {
             Ok(tests) => results.extend(
                 tests
                     .into_iter()

@@ -12,13 +12,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use citygate_filter::host::memory::MemoryHost;
-use citygate_filter::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
-use citygate_filter::metrics::Metric;
-use citygate_filter::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
-use citygate_filter::pipeline::Gateway;
-use citygate_filter::policy::input::build_input;
-use citygate_filter::policy::{Decision, PolicyEngine, RequestContext};
+use citygate_core::host::memory::MemoryHost;
+use citygate_core::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+use citygate_core::metrics::Metric;
+use citygate_core::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
+use citygate_core::pipeline::CompiledConfig;
+use citygate_core::policy::input::build_input;
+use citygate_core::policy::{Decision, PolicyEngine, RequestContext};
 
 use crate::scenario::credentials::{expand, Credentials};
 use crate::scenario::file::RequestSpec;
@@ -187,7 +187,7 @@ pub fn evaluate(
     keys: &RemoteKeys,
     request: &EvalRequest,
 ) -> Result<Evaluation> {
-    let gateway = Gateway::from_json(config_json.as_bytes(), &|name| env.get(name).cloned())
+    let gateway = CompiledConfig::from_json(config_json.as_bytes(), &|name| env.get(name).cloned())
         .map_err(|e| anyhow!("{e}"))?;
     let host = EvalHost::default();
     if let RemoteKeys::Jwks(jwks) = keys {
@@ -331,7 +331,7 @@ fn last_decision_line(host: &EvalHost) -> Option<Value> {
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
 }
 
-fn answered(reply: citygate_filter::deny::LocalReply, host: &EvalHost) -> Outcome {
+fn answered(reply: citygate_core::http::LocalReply, host: &EvalHost) -> Outcome {
     let line = last_decision_line(host);
     Outcome::Answered {
         status: reply.status,

@@ -79,7 +79,7 @@ fn the_committed_city_pack_configuration_is_its_bundled_source() {
 #[test]
 fn the_readme_lists_every_metric() {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    for metric in citygate_filter::metrics::Metric::ALL {
+    for metric in citygate_core::metrics::Metric::ALL {
         assert!(
             readme.contains(&format!("`{}`", metric.name())),
             "README.md lacks {}",

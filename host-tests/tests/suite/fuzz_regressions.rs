@@ -148,7 +148,7 @@ fn message_format_parses_pseudo_headers_directives_and_body() {
 /// driver would only ever exercise the signature check).
 #[test]
 fn driver_hs256_tokens_verify() {
-    use citygate_filter::auth::jwt::{verify_token, KeySet, VerifyOptions};
+    use citygate_core::auth::jwt::{verify_token, KeySet, VerifyOptions};
     let token = drivers::hs256_token(
         r#"{"alg":"HS256","typ":"JWT"}"#,
         &format!(r#"{{"sub":"s","exp":{}}}"#, drivers::NOW + 60),
@@ -329,7 +329,7 @@ fn write_seed_corpus() {
     .iter()
     .enumerate()
     {
-        let text = fs::read(root.join("filter/src/auth/testdata").join(pem)).expect("pem");
+        let text = fs::read(root.join("filter/core/src/auth/testdata").join(pem)).expect("pem");
         let mut bytes = vec![3u8];
         bytes.extend(text);
         write(&jwt, &format!("pem-{i}"), &bytes);

@@ -1,0 +1,126 @@
+//! The pipeline: normalize → route → authenticate → rate-limit → authorize
+//! on the request, minimize on the response. Each stage hands one value
+//! forward; denials leave through [`CompiledConfig::deny`] only. The shell
+//! calls one method per proxy callback and decides nothing itself.
+//!
+//! - `request`: admission (headers) and authorization (the policy);
+//! - `response`: the response headers and body of a forwarded request;
+//! - `housekeeping`: the root context's tick, callout replies and the lines
+//!   logged when a configuration is accepted.
+
+mod housekeeping;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+pub use housekeeping::TickState;
+pub use request::{Admission, Admitted, Attempt, Forwarded, ResponsePlan};
+pub use response::ResponseHeaders;
+
+use crate::auth::Authenticator;
+use crate::config::{self, ConfigError, PluginConfig, RouteConfig};
+use crate::decision_log::DecisionRecord;
+use crate::deny::{self, Denial};
+use crate::host::Host;
+use crate::http::LocalReply;
+use crate::metrics::Metric;
+use crate::policy::PolicyEngine;
+use crate::ratelimit::RateLimiter;
+use crate::redact::Redactor;
+
+/// A plugin configuration compiled for per-request work: every stage
+/// prepared once in `on_configure`, then shared by all requests of the VM.
+pub struct CompiledConfig {
+    config: PluginConfig,
+    auth: Authenticator,
+    limits: RateLimiter,
+    policy: PolicyEngine,
+    redactor: Redactor,
+}
+
+impl CompiledConfig {
+    pub fn from_json(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::compile(config::parse(bytes, env)?)
+    }
+
+    pub fn compile(config: PluginConfig) -> Result<Self, ConfigError> {
+        let mut policy = PolicyEngine::compile(config.policy.as_ref())?;
+        policy.check_routes(&config.routes)?;
+        Ok(Self {
+            auth: Authenticator::compile(&config.auth, &config.routes)?,
+            limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
+            policy,
+            redactor: Redactor::compile(&config.redaction, &config.routes)?,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    pub fn route(&self, index: usize) -> Option<&RouteConfig> {
+        self.config.routes.get(index)
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.limits
+    }
+
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn pseudonym_key(&self) -> Option<&[u8]> {
+        self.config
+            .decision_log
+            .pseudonym_key
+            .as_deref()
+            .map(str::as_bytes)
+    }
+
+    /// The `:path` a request citygate answers itself should leave in
+    /// Envoy's access log: without credential query parameters (a
+    /// forwarded request's path loses them the same way). `None` when the
+    /// path has none.
+    pub fn path_for_access_log(&self, raw_path: &str) -> Option<String> {
+        let names: Vec<&str> = self.auth.credential_query_params().collect();
+        crate::auth::credential::target_without_params(raw_path, &names)
+    }
+
+    /// The single exit for denials: counts the denial, writes its decision
+    /// line (`record` describes the request so far) and builds the reply.
+    pub fn deny(&self, denial: &Denial, mut record: DecisionRecord, host: &dyn Host) -> LocalReply {
+        host.count(Metric::RequestsDenied, 1);
+        host.count(denial.metric, 1);
+        record.deny(denial);
+        let reply = deny::reply(
+            denial,
+            &self.config.gateway.problem_type_base,
+            &record.request_id,
+        );
+        record.emit(host);
+        reply
+    }
+
+    /// The decision line of a forwarded request, written when its stream ends
+    /// so it can carry the response status and redaction counts.
+    pub fn finish(&self, mut record: DecisionRecord, status: u16, host: &dyn Host) {
+        if self.config.decision_log.enabled {
+            record.status = status;
+            record.emit(host);
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The request side: admission of the headers (normalize, route,
+//! authenticate, rate-limit), then the policy's decision and the plan for
+//! the response.
+
+use super::CompiledConfig;
+use crate::auth::AuthOutcome;
+use crate::decision_log::{DecisionRecord, Outcome};
+use crate::deny::{Denial, Stage};
+use crate::host::{Host, LogLevel};
+use crate::http::{first_value, LocalReply, UpstreamEdits};
+use crate::identity::Identity;
+use crate::metrics::Metric;
+use crate::normalize::{
+    self, RawRequest, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
+};
+use crate::policy::RequestContext;
+use crate::redact::{self, ResponseRedaction};
+
+/// A request that passed authentication and rate limits and waits for the
+/// policy (possibly for its body first).
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub view: RequestView,
+    pub identity: Identity,
+    pub route_index: usize,
+    pub edits: UpstreamEdits,
+    /// Rate-limit headers for the client reply.
+    pub response_headers: Vec<(String, String)>,
+    pub record: DecisionRecord,
+}
+
+/// What happens to the response of a forwarded request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponsePlan {
+    pub add_headers: Vec<(String, String)>,
+    pub remove_headers: Vec<String>,
+    /// Redaction profiles and body options; no profiles means the body
+    /// passes untouched.
+    pub redaction: ResponseRedaction,
+}
+
+/// A request on its way upstream.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub edits: UpstreamEdits,
+    pub response: ResponsePlan,
+    pub record: DecisionRecord,
+}
+
+/// How a request's headers were judged.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(Box<Admitted>),
+    Answered(LocalReply),
+    /// A remote JWKS is not loaded yet: the shell pauses the request and
+    /// judges it again when keys arrive or `max_wait_ms` has passed.
+    AwaitingKeys {
+        max_wait_ms: u64,
+    },
+}
+
+/// Which judgement of a request this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The first, and the request may wait for keys.
+    First,
+    /// The request waited and keys may have arrived; it may wait on.
+    Retry,
+    /// The wait is over: keys still missing is a 503.
+    Final,
+    /// The first and only (no waiting): keys missing is a 503.
+    Only,
+}
+
+impl Attempt {
+    fn may_wait(self) -> bool {
+        matches!(self, Self::First | Self::Retry)
+    }
+}
+
+impl CompiledConfig {
+    /// Request headers: normalize, route, authenticate, rate-limit. Pending
+    /// remote keys are answered with 503 here; the shell uses
+    /// [`CompiledConfig::admit_or_wait`] to wait for them instead.
+    pub fn admit(&self, raw: &RawRequest, host: &dyn Host) -> Result<Admitted, LocalReply> {
+        match self.admit_or_wait(raw, host, Attempt::Only) {
+            Admission::Admitted(admitted) => Ok(*admitted),
+            Admission::Answered(reply) => Err(reply),
+            Admission::AwaitingKeys { .. } => Err(self.deny(
+                &crate::auth::challenge::keys_unavailable(),
+                DecisionRecord::default(),
+                host,
+            )),
+        }
+    }
+
+    /// Like [`CompiledConfig::admit`], but a request whose identity provider's keys
+    /// have not arrived yet may wait for them (see [`Attempt`]).
+    pub fn admit_or_wait(&self, raw: &RawRequest, host: &dyn Host, attempt: Attempt) -> Admission {
+        if attempt != Attempt::Retry && attempt != Attempt::Final {
+            host.count(Metric::RequestsTotal, 1);
+        }
+        let mut record = DecisionRecord::default();
+        let view = match normalize::normalize(raw, &self.config.gateway) {
+            Ok(view) => view,
+            Err(e) => {
+                record.method = header_value(raw, ":method");
+                record.request_id = header_value(raw, "x-request-id");
+                return Admission::Answered(self.deny(
+                    &Denial::bad_request(e.detail()),
+                    record,
+                    host,
+                ));
+            }
+        };
+        record.request_id = view.id.clone();
+        record.method = view.method.clone();
+        record.path = view.path.clone();
+        let Some(route_index) = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matcher.matches(&view.method, &view.path))
+        else {
+            return Admission::Answered(self.deny(&Denial::no_route(), record, host));
+        };
+        let route = &self.config.routes[route_index];
+        record.route = Some(route.name.clone());
+
+        let (identity, auth_edits) =
+            match self
+                .auth
+                .authenticate(&view, route, &self.config.gateway.realm, host)
+            {
+                AuthOutcome::Authenticated(identity, edits) => (identity, edits),
+                AuthOutcome::Denied(denial, reason) => {
+                    record.reason = Some(reason.to_string());
+                    return Admission::Answered(self.deny(&denial, record, host));
+                }
+                AuthOutcome::KeysPending { max_wait_ms } if attempt.may_wait() => {
+                    return Admission::AwaitingKeys { max_wait_ms }
+                }
+                AuthOutcome::KeysPending { .. } => {
+                    host.count(Metric::AuthDenied, 1);
+                    let denial = crate::auth::challenge::keys_unavailable();
+                    return Admission::Answered(self.deny(&denial, record, host));
+                }
+            };
+        host.count(Metric::AuthAllowed, 1);
+        record.identify(&identity, self.pseudonym_key());
+
+        let response_headers = match self.limits.check(&view, &identity, route, host) {
+            Ok(headers) => headers,
+            Err(denial) => return Admission::Answered(self.deny(&denial, record, host)),
+        };
+
+        let mut edits = spoofed_header_removals(&view);
+        edits.merge(auth_edits);
+        if view.upstream_path() != view.raw_path && edits.path.is_none() {
+            edits.path = Some(view.upstream_path());
+        }
+        Admission::Admitted(Box::new(Admitted {
+            view,
+            identity,
+            route_index,
+            edits,
+            response_headers,
+            record,
+        }))
+    }
+
+    /// How many body bytes the policy wants, when the route buffers bodies.
+    pub fn request_body_limit(&self, admitted: &Admitted) -> Option<usize> {
+        let route = self.route(admitted.route_index)?;
+        route
+            .request_body
+            .buffer
+            .then_some(route.request_body.max_bytes)
+    }
+
+    /// The Rego decision, then the plan for the response.
+    pub fn authorize(
+        &self,
+        admitted: Admitted,
+        body: Option<&[u8]>,
+        body_truncated: bool,
+        host: &dyn Host,
+    ) -> Result<Forwarded, LocalReply> {
+        let Admitted {
+            view,
+            identity,
+            route_index,
+            mut edits,
+            response_headers,
+            mut record,
+        } = admitted;
+        let Some(route) = self.route(route_index) else {
+            return Err(self.deny(&Denial::no_route(), record, host));
+        };
+        let decision = self.policy.authorize(
+            &RequestContext {
+                view: &view,
+                identity: &identity,
+                route,
+                body,
+                body_truncated,
+            },
+            host,
+        );
+        if decision.eval_micros > 0 || !decision.dry_run {
+            record.policy_eval_us = Some(decision.eval_micros);
+        }
+        record.reason = decision.reason.clone();
+        if !decision.allowed {
+            if decision.dry_run {
+                host.count(Metric::PolicyDryRunDenied, 1);
+                record.outcome = Outcome::DryRunDenied;
+                host.log(
+                    LogLevel::Warn,
+                    "citygate: policy dry-run would deny this request",
+                );
+            } else {
+                let mut denial = Denial::new(
+                    decision.http_status.unwrap_or(403),
+                    Stage::Policy,
+                    "policy-denied",
+                    "Forbidden",
+                    "the access policy denies this request",
+                    Metric::PolicyDenied,
+                );
+                denial.headers = decision.headers;
+                denial.body = decision.body;
+                return Err(self.deny(&denial, record, host));
+            }
+        } else {
+            host.count(Metric::PolicyAllowed, 1);
+        }
+        if decision.allowed {
+            edits.set_headers.extend(decision.headers);
+            edits
+                .remove_headers
+                .extend(decision.request_headers_to_remove);
+        }
+        let mut add_headers = response_headers;
+        add_headers.extend(decision.response_headers_to_add);
+        let mut redaction = match self
+            .redactor
+            .plan_response(route, &decision.redact, &view.method)
+        {
+            Ok(redaction) => redaction,
+            Err(denial) => return Err(self.deny(&denial, record, host)),
+        };
+        redaction.ngsi_attribute = redact::ngsi_attribute(&view.path);
+        edits.merge(redact::request_edits(route, &view, &redaction));
+        host.count(Metric::RequestsAllowed, 1);
+        Ok(Forwarded {
+            edits,
+            response: ResponsePlan {
+                add_headers,
+                remove_headers: self.redactor.response_headers_to_remove(route),
+                redaction,
+            },
+            record,
+        })
+    }
+}
+
+fn header_value(raw: &RawRequest, name: &str) -> String {
+    first_value(&raw.headers, name)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Identity headers are citygate's to write: whatever a client sent under
+/// those names is dropped before the request goes upstream.
+fn spoofed_header_removals(view: &RequestView) -> UpstreamEdits {
+    let mut edits = UpstreamEdits::default();
+    for (name, _) in &view.headers {
+        let spoofed = name.starts_with(SPOOFABLE_HEADER_PREFIX)
+            || METHOD_OVERRIDE_HEADERS.contains(&name.as_str());
+        if spoofed && !edits.remove_headers.contains(name) {
+            edits.remove_headers.push(name.clone());
+        }
+    }
+    edits
+}

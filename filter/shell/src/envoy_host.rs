@@ -1,0 +1,120 @@
+//! The core's [`Host`] as Envoy provides it: each method is one proxy-wasm
+//! hostcall.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use citygate_core::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+use citygate_core::metrics::{Metric, MetricKind};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel as ProxyLogLevel, MetricType, Status};
+
+/// The [`Host`] as Envoy provides it.
+#[derive(Clone, Default)]
+pub(crate) struct EnvoyHost {
+    metric_ids: Rc<HashMap<Metric, u32>>,
+}
+
+impl Host for EnvoyHost {
+    fn now_unix_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn shared_get(&self, key: &str) -> SharedValue {
+        match hostcalls::get_shared_data(key) {
+            Ok((bytes, cas)) => SharedValue { bytes, cas },
+            Err(_) => SharedValue::default(),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(_) => Err(SharedDataError::Failed),
+        }
+    }
+
+    fn count(&self, metric: Metric, delta: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record(&self, metric: Metric, value: u64) {
+        if let Some(id) = self.metric_ids.get(&metric) {
+            let _ = hostcalls::record_metric(*id, value);
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let _ = hostcalls::log(proxy_level(level), message);
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        // Envoy's level can change at runtime (admin `/logging`), so it is
+        // asked each time: one cheap host call.
+        hostcalls::get_log_level()
+            .map_or(true, |current| proxy_level(level) as u32 >= current as u32)
+    }
+
+    fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+        let headers: Vec<(&str, &str)> = callout
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        hostcalls::dispatch_http_call(
+            &callout.cluster,
+            headers,
+            callout.body.as_deref(),
+            vec![],
+            callout.timeout,
+        )
+        .map_err(|status| {
+            format!(
+                "dispatch to cluster `{}` failed: {status:?}",
+                callout.cluster
+            )
+        })
+    }
+}
+
+/// Defines every citygate metric in Envoy; a metric Envoy refuses is not
+/// counted (the request is not failed for it).
+pub(crate) fn define_metrics() -> HashMap<Metric, u32> {
+    Metric::ALL
+        .iter()
+        .filter_map(|metric| {
+            let kind = match metric.kind() {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Histogram => MetricType::Histogram,
+            };
+            hostcalls::define_metric(kind, metric.name())
+                .ok()
+                .map(|id| (*metric, id))
+        })
+        .collect()
+}
+
+impl EnvoyHost {
+    pub(crate) fn new(metric_ids: HashMap<Metric, u32>) -> Self {
+        Self {
+            metric_ids: Rc::new(metric_ids),
+        }
+    }
+}
+
+pub(crate) fn proxy_level(level: LogLevel) -> ProxyLogLevel {
+    match level {
+        LogLevel::Debug => ProxyLogLevel::Debug,
+        LogLevel::Info => ProxyLogLevel::Info,
+        LogLevel::Warn => ProxyLogLevel::Warn,
+        LogLevel::Error => ProxyLogLevel::Error,
+    }
+}

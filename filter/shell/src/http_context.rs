@@ -1,0 +1,342 @@
+//! One HTTP stream: each proxy-wasm callback reads what the pipeline needs,
+//! calls one pipeline method and applies its answer.
+
+use std::rc::Rc;
+
+use citygate_core::host::Host;
+use citygate_core::http::{HeaderEdits, LocalReply, UpstreamEdits};
+use citygate_core::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
+use citygate_core::pipeline::{Admission, Admitted, Attempt, CompiledConfig};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::envoy_host::EnvoyHost;
+use crate::state::{RequestState, ResponseState};
+use crate::waiters::{KeyWaiter, Shared};
+
+pub(crate) struct CitygateHttp {
+    config: Rc<CompiledConfig>,
+    host: EnvoyHost,
+    context_id: u32,
+    shared: Shared,
+    pub(crate) request: RequestState,
+    pub(crate) response: ResponseState,
+    status: u16,
+}
+
+impl CitygateHttp {
+    pub(crate) fn new(
+        config: Rc<CompiledConfig>,
+        host: EnvoyHost,
+        context_id: u32,
+        shared: Shared,
+    ) -> Self {
+        Self {
+            config,
+            host,
+            context_id,
+            shared,
+            request: RequestState::Headers,
+            response: ResponseState::Streaming,
+            status: 0,
+        }
+    }
+
+    /// Takes the state the root settled while this request waited for keys.
+    fn adopt_settled(&mut self) {
+        if let Some((request, response)) = self.shared.settled.borrow_mut().remove(&self.context_id)
+        {
+            self.request = request;
+            self.response = response;
+        }
+    }
+
+    fn note_body_done(&self, size: Option<usize>) {
+        let mut waiters = self.shared.waiters.borrow_mut();
+        if let Some(waiter) = waiters.iter_mut().find(|w| w.context_id == self.context_id) {
+            waiter.body_done = Some(size);
+        }
+    }
+
+    /// Admission of the request headers; `waiter` carries an earlier wait.
+    pub(crate) fn judge_headers(&mut self, attempt: Attempt, waiter: KeyWaiter) -> Action {
+        let raw = self.raw_request();
+        let admitted = match self.config.admit_or_wait(&raw, &self.host, attempt) {
+            Admission::Admitted(admitted) => *admitted,
+            Admission::Answered(reply) => return self.answer(reply),
+            Admission::AwaitingKeys { max_wait_ms } => {
+                let deadline_nanos = if attempt == Attempt::First {
+                    self.host
+                        .now_unix_nanos()
+                        .saturating_add(max_wait_ms.saturating_mul(1_000_000))
+                } else {
+                    waiter.deadline_nanos
+                };
+                self.shared.waiters.borrow_mut().push(KeyWaiter {
+                    deadline_nanos,
+                    ..waiter
+                });
+                self.request = RequestState::AwaitingKeys;
+                return Action::Pause;
+            }
+        };
+        let end_of_stream = waiter.end_of_stream;
+        match self.config.request_body_limit(&admitted) {
+            Some(limit) if !end_of_stream => {
+                self.request = RequestState::AwaitingBody {
+                    admitted: Box::new(admitted),
+                    limit,
+                };
+                // Hold the headers until the body is in: the policy may read it.
+                Action::Pause
+            }
+            Some(_) => self.authorize(admitted, Some(&[]), false),
+            None => self.authorize(admitted, None, false),
+        }
+    }
+
+    /// The only place that sends a local reply.
+    fn answer(&mut self, reply: LocalReply) -> Action {
+        // A request answered before it went upstream keeps its raw `:path`
+        // for Envoy's access log: take any key out of its query first.
+        if !matches!(self.request, RequestState::Forwarded(_)) {
+            let logged = self
+                .get_http_request_header(":path")
+                .and_then(|path| self.config.path_for_access_log(&path));
+            if let Some(path) = logged {
+                self.set_http_request_header(":path", Some(&path));
+            }
+        }
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.send_http_response(u32::from(reply.status), headers, Some(&reply.body));
+        self.request = RequestState::Answered;
+        self.response = ResponseState::Done;
+        Action::Pause
+    }
+
+    fn raw_request(&self) -> RawRequest {
+        let text = |path: &[&str]| {
+            self.get_property(path.to_vec())
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let mtls = self
+            .get_property(vec!["connection", "mtls"])
+            .is_some_and(|b| b.first() == Some(&1));
+        let peer_certificate = mtls.then(|| PeerCertificate {
+            uri_san: text(&["connection", "uri_san_peer_certificate"]),
+            dns_san: text(&["connection", "dns_san_peer_certificate"]),
+            subject: text(&["connection", "subject_peer_certificate"]),
+        });
+        RawRequest {
+            headers: self.get_http_request_headers(),
+            connection: ConnectionInfo {
+                source: text(&["source", "address"]),
+                destination: text(&["destination", "address"]),
+                protocol: text(&["request", "protocol"]),
+                peer_certificate,
+            },
+        }
+    }
+
+    fn apply_upstream_edits(&self, edits: &UpstreamEdits) {
+        for name in &edits.remove_headers {
+            self.set_http_request_header(name, None);
+        }
+        for (name, value) in &edits.set_headers {
+            self.set_http_request_header(name, Some(value));
+        }
+        if let Some(path) = &edits.path {
+            self.set_http_request_header(":path", Some(path));
+        }
+    }
+
+    fn apply_response_edits(&self, edits: &HeaderEdits) {
+        for name in &edits.remove_headers {
+            self.set_http_response_header(name, None);
+        }
+        for (name, value) in &edits.set_headers {
+            self.set_http_response_header(name, Some(value));
+        }
+    }
+
+    fn authorize(&mut self, admitted: Admitted, body: Option<&[u8]>, truncated: bool) -> Action {
+        match self.config.authorize(admitted, body, truncated, &self.host) {
+            Ok(forwarded) => {
+                self.apply_upstream_edits(&forwarded.edits);
+                self.request = RequestState::Forwarded(Box::new(forwarded));
+                Action::Continue
+            }
+            Err(reply) => self.answer(reply),
+        }
+    }
+
+    /// The request body is complete (end of stream or trailers).
+    pub(crate) fn finish_request_body(&mut self, body_size: Option<usize>) -> Action {
+        let RequestState::AwaitingBody { admitted, limit } =
+            std::mem::replace(&mut self.request, RequestState::Headers)
+        else {
+            return Action::Continue;
+        };
+        let available = body_size.unwrap_or(usize::MAX);
+        let body = self
+            .get_http_request_body(0, available.min(limit))
+            .unwrap_or_default();
+        let truncated = body_size.map_or(body.len() >= limit, |size| size > limit);
+        self.authorize(*admitted, Some(&body), truncated)
+    }
+
+    /// The response body is complete: send the minimized bytes or the 502.
+    fn finish_response_body(&mut self, body_size: Option<usize>) -> Action {
+        let ResponseState::Buffering(plan) =
+            std::mem::replace(&mut self.response, ResponseState::Done)
+        else {
+            return Action::Continue;
+        };
+        // One byte past the bound is enough to know it was exceeded.
+        let wanted = body_size.unwrap_or(plan.max_bytes.saturating_add(1));
+        let body = self.get_http_response_body(0, wanted).unwrap_or_default();
+        let RequestState::Forwarded(forwarded) = &mut self.request else {
+            return Action::Continue;
+        };
+        match self
+            .config
+            .minimize_response(forwarded, &plan, &body, &self.host)
+        {
+            Ok(minimized) => {
+                self.set_http_response_body(0, body.len(), &minimized);
+                Action::Continue
+            }
+            Err(reply) => self.answer(reply),
+        }
+    }
+}
+
+impl Context for CitygateHttp {}
+
+impl HttpContext for CitygateHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let waiter = KeyWaiter {
+            context_id: self.context_id,
+            deadline_nanos: 0,
+            end_of_stream,
+            body_done: None,
+        };
+        self.judge_headers(Attempt::First, waiter)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            if end_of_stream {
+                self.note_body_done(Some(body_size));
+            }
+            return Action::Pause;
+        }
+        match (&self.request, end_of_stream) {
+            (RequestState::AwaitingBody { .. }, false) => Action::Pause,
+            (RequestState::AwaitingBody { .. }, true) => self.finish_request_body(Some(body_size)),
+            (RequestState::Answered, _) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            self.note_body_done(None);
+            return Action::Pause;
+        }
+        match self.request {
+            RequestState::AwaitingBody { .. } => self.finish_request_body(None),
+            RequestState::Answered => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.adopt_settled();
+        let RequestState::Forwarded(forwarded) = &self.request else {
+            return Action::Continue;
+        };
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        for name in &forwarded.response.remove_headers {
+            self.set_http_response_header(name, None);
+        }
+        for (name, value) in &forwarded.response.add_headers {
+            self.add_http_response_header(name, value);
+        }
+        let headers = self.get_http_response_headers();
+        match self.config.on_response_headers(
+            forwarded,
+            self.status,
+            &headers,
+            end_of_stream,
+            &self.host,
+        ) {
+            Ok(decided) => {
+                self.apply_response_edits(&decided.edits);
+                match decided.buffer {
+                    Some(plan) => {
+                        self.response = ResponseState::Buffering(plan);
+                        // Hold the headers: until the body is minimized we
+                        // may still have to replace the whole response with
+                        // a 502.
+                        Action::Pause
+                    }
+                    None => Action::Continue,
+                }
+            }
+            Err(reply) => self.answer(reply),
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Our own local reply passes through our response callbacks too.
+        let ResponseState::Buffering(plan) = &self.response else {
+            return Action::Continue;
+        };
+        if let RequestState::Forwarded(forwarded) = &self.request {
+            if let Err(reply) = self
+                .config
+                .check_buffered_size(forwarded, plan, body_size, &self.host)
+            {
+                return self.answer(reply);
+            }
+        }
+        if end_of_stream {
+            self.finish_response_body(Some(body_size))
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.response {
+            ResponseState::Buffering(_) => self.finish_response_body(None),
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_log(&mut self) {
+        self.adopt_settled();
+        if let RequestState::AwaitingKeys = self.request {
+            let id = self.context_id;
+            self.shared
+                .waiters
+                .borrow_mut()
+                .retain(|w| w.context_id != id);
+        }
+        if let RequestState::Forwarded(forwarded) = &self.request {
+            let record = forwarded.record.clone();
+            self.config.finish(record, self.status, &self.host);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Where one HTTP stream stands. Each variant holds exactly what its phase
+//! needs, so a callback cannot act on state its phase does not have.
+
+use citygate_core::pipeline::{Admitted, Forwarded};
+use citygate_core::redact::BufferPlan;
+
+/// The request side of a stream.
+pub(crate) enum RequestState {
+    /// Waiting for the request headers.
+    Headers,
+    /// Paused until the identity provider's keys arrive (the root resumes it).
+    AwaitingKeys,
+    /// Admitted; the route buffers the request body for the policy.
+    AwaitingBody {
+        admitted: Box<Admitted>,
+        limit: usize,
+    },
+    /// On its way upstream (or its response on the way back).
+    Forwarded(Box<Forwarded>),
+    /// A local reply was sent; nothing more to do.
+    Answered,
+}
+
+/// The response side of a stream.
+pub(crate) enum ResponseState {
+    /// Headers and body pass (headers possibly edited).
+    Streaming,
+    /// The body is held until its end so it can be minimized.
+    Buffering(BufferPlan),
+    Done,
+}
