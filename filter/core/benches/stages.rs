@@ -4,7 +4,7 @@
 //! operator's RS256 token reading one NGSI entity. Timings only; budgets
 //! that CI enforces are fuel counts (host-tests/tests/fuel_budget.rs).
 //!
-//! `cargo bench -p citygate-filter --bench stages`
+//! `cargo bench -p citygate-core --bench stages`
 
 // A failed expectation here is a broken benchmark setup, not a crashed worker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

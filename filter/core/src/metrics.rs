@@ -1,5 +1,5 @@
 //! Every metric citygate defines. Names follow `citygate_<stage>_<outcome>`
-//! (the contract in DESIGN.md) and appear in Envoy's `/stats/prometheus`.
+//! (the contract in README.md "Metrics") and appear in Envoy's `/stats/prometheus`.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetricKind {

@@ -22,7 +22,7 @@ use crate::identity::Identity;
 use crate::metrics::Metric;
 use crate::normalize::RequestView;
 
-/// The policy's verdict (DESIGN.md "Decision").
+/// The policy's verdict (the contract: README.md, `policy`, "Decision").
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
     pub allowed: bool,

@@ -424,7 +424,7 @@ impl Results {
             mem.map_or("–".into(), |m| format!("{:.1} MB", m / 1e6)),
             &|m| m <= 16e6,
         );
-        md.push_str("| Rego decision ≤ 5 µs | see `cargo bench -p citygate-filter --bench stages` (policy) | |\n");
+        md.push_str("| Rego decision ≤ 5 µs | see `cargo bench -p citygate-core --bench stages` (policy) | |\n");
     }
 
     fn machine_table(&self, md: &mut String) {
