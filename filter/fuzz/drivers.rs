@@ -31,7 +31,7 @@ use citygate_core::normalize::{
 };
 use citygate_core::pipeline::CompiledConfig;
 use citygate_core::policy::input::build_input;
-use citygate_core::policy::{Evaluator, RequestContext};
+use citygate_core::policy::{EvalError, Evaluator, RequestContext};
 use citygate_core::redact::{BufferPlan, ContentCoding, ResponseRedaction};
 use sha2::Sha256;
 
@@ -371,9 +371,8 @@ pub fn request(data: &[u8]) {
                 {
                     // The time budget is wall-clock: under the sanitizer the
                     // interpreter may run out of it where the VM does not.
-                    let timed_out = |r: &Result<_, String>| {
-                        r.as_ref().is_err_and(|e| e.contains("time budget"))
-                    };
+                    let timed_out =
+                        |r: &Result<_, EvalError>| matches!(r, Err(EvalError::TimeBudget));
                     if timed_out(&vm) || timed_out(&interpreter) {
                         continue;
                     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use citygate_core::host::memory::MemoryHost;
-use citygate_core::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+use citygate_core::host::{Callout, DispatchError, Host, LogLevel, SharedDataError, SharedValue};
 use citygate_core::metrics::Metric;
 use citygate_core::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
 use citygate_core::pipeline::CompiledConfig;
@@ -370,7 +370,7 @@ impl Host for EvalHost {
     fn log(&self, level: LogLevel, message: &str) {
         self.inner.log(level, message);
     }
-    fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+    fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError> {
         self.inner.dispatch(callout)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -92,25 +93,14 @@ pub fn pseudonym(key: &[u8], subject: &str) -> String {
     format!("p_{}", hex::encode(&digest[..8]))
 }
 
-/// RFC 3339 with millisecond precision, without pulling a date crate into
-/// the hot path.
+/// RFC 3339 in UTC with millisecond precision (`2023-11-14T22:13:20.123Z`).
 pub fn rfc3339_utc(unix_nanos: u64) -> String {
-    let secs = unix_nanos / 1_000_000_000;
-    let millis = (unix_nanos / 1_000_000) % 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+    let seconds = i64::try_from(unix_nanos / 1_000_000_000).unwrap_or(i64::MAX);
+    // Below one billion: always a valid sub-second part.
+    let nanos = u32::try_from(unix_nanos % 1_000_000_000).unwrap_or(0);
+    DateTime::<Utc>::from_timestamp(seconds, nanos)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -38,6 +38,15 @@ pub struct Callout {
     pub timeout: Duration,
 }
 
+/// The proxy refused to start a callout (e.g. an unknown cluster).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dispatch to cluster `{cluster}` failed: {status}")]
+pub struct DispatchError {
+    pub cluster: String,
+    /// The proxy's status, as it names it.
+    pub status: String,
+}
+
 /// Everything the core needs from the proxy. Kept small on purpose: request
 /// data is passed in as values, not pulled through this trait.
 pub trait Host {
@@ -58,7 +67,7 @@ pub trait Host {
     }
     /// Starts an HTTP call; the reply arrives later through the shell.
     /// Returns the call's token.
-    fn dispatch(&self, callout: &Callout) -> Result<u32, String>;
+    fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError>;
 }
 
 impl dyn Host + '_ {
@@ -73,7 +82,7 @@ pub mod memory {
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
-    use super::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+    use super::{Callout, DispatchError, Host, LogLevel, SharedDataError, SharedValue};
     use crate::metrics::Metric;
 
     #[derive(Default)]
@@ -164,7 +173,7 @@ pub mod memory {
             self.log_level.get().is_none_or(|least| level >= least)
         }
 
-        fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+        fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError> {
             let mut callouts = self.callouts.borrow_mut();
             callouts.push(callout.clone());
             Ok(callouts.len() as u32)

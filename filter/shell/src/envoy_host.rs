@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use citygate_core::host::{Callout, Host, LogLevel, SharedDataError, SharedValue};
+use citygate_core::host::{Callout, DispatchError, Host, LogLevel, SharedDataError, SharedValue};
 use citygate_core::metrics::{Metric, MetricKind};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel as ProxyLogLevel, MetricType, Status};
@@ -63,7 +63,7 @@ impl Host for EnvoyHost {
             .map_or(true, |current| proxy_level(level) as u32 >= current as u32)
     }
 
-    fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+    fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError> {
         let headers: Vec<(&str, &str)> = callout
             .headers
             .iter()
@@ -76,11 +76,9 @@ impl Host for EnvoyHost {
             vec![],
             callout.timeout,
         )
-        .map_err(|status| {
-            format!(
-                "dispatch to cluster `{}` failed: {status:?}",
-                callout.cluster
-            )
+        .map_err(|status| DispatchError {
+            cluster: callout.cluster.clone(),
+            status: format!("{status:?}"),
         })
     }
 }

@@ -1,8 +1,10 @@
-use std::fmt;
+use thiserror::Error;
 
 /// A configuration fault: where (a JSON path such as `$.routes[2].auth`) and
-/// what. Its `Display` is the one line Envoy logs when it rejects the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// what. Its `Display` is the one line Envoy logs when it rejects the config
+/// (one line, always: Envoy's log and `citygate check` show exactly this).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("citygate: invalid configuration at {path}: {}", one_line(.message))]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
@@ -23,19 +25,9 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, always: Envoy's log and `citygate check` show exactly this.
-        let message = self.message.replace(['\n', '\r'], " ");
-        write!(
-            f,
-            "citygate: invalid configuration at {}: {}",
-            self.path, message
-        )
-    }
+fn one_line(message: &str) -> String {
+    message.replace(['\n', '\r'], " ")
 }
-
-impl std::error::Error for ConfigError {}
 
 /// serde_path_to_error's path (`routes[0].match`) as a JSON path (`$.routes[0].match`).
 pub(super) fn json_path(path: &serde_path_to_error::Path) -> String {

@@ -72,12 +72,40 @@ pub struct PreparedPolicy {
     clock: EvalClock,
     /// The bytecode of the entrypoints when the policy runs on the VM, else
     /// why it runs in the interpreter (for the log).
-    vm: Result<PolicyVm, String>,
+    vm: Result<PolicyVm, VmUnavailable>,
     /// Functions the modules call, for choosing the evaluator.
     calls: HashSet<String>,
     mode: EvaluatorMode,
     timer: ExecutionTimerConfig,
     strict_builtin_errors: bool,
+}
+
+/// Why a policy runs in the interpreter rather than on the VM (the
+/// configuration log line says it; with `evaluator: "vm"` it is an error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmUnavailable {
+    #[error("the configuration asks for it")]
+    Configured,
+    /// citygate's builtins and `print`, which the VM cannot call.
+    #[error("it calls {0}")]
+    Calls(String),
+    #[error("strict_builtin_errors is set")]
+    StrictBuiltinErrors,
+    /// The VM's compiler refused the policy (e.g. `with`), in one line.
+    #[error("{0}")]
+    Compile(String),
+    #[error("not compiled yet")]
+    NotCompiled,
+}
+
+/// Why an evaluation failed. Safe to log: quoted values from the input are
+/// left out of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("policy evaluation exceeded its time budget")]
+    TimeBudget,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The policy's entrypoints compiled to RVM bytecode, and the one VM that
@@ -96,12 +124,12 @@ impl PolicyVm {
         data: Value,
         timer: ExecutionTimerConfig,
         entrypoints: Vec<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, VmUnavailable> {
         let mut machine = RegoVM::new_with_policy(compiled);
         machine.load_program(program.clone());
         machine
             .set_data(data)
-            .map_err(|e| one_line(&e.to_string()))?;
+            .map_err(|e| VmUnavailable::Compile(one_line(&e.to_string())))?;
         // The wall-clock budget bounds the evaluation, as in the interpreter;
         // the VM's default instruction cap (25 000) would deny policies that
         // the interpreter runs within their budget.
@@ -141,10 +169,10 @@ impl PreparedPolicy {
 
     /// Which evaluator runs the policy, and why it is the interpreter when
     /// it is (for the configuration log line).
-    pub fn evaluator(&self) -> (Evaluator, Option<&str>) {
+    pub fn evaluator(&self) -> (Evaluator, Option<&VmUnavailable>) {
         match &self.vm {
             Ok(_) => (Evaluator::Vm, None),
-            Err(reason) => (Evaluator::Interpreter, Some(reason.as_str())),
+            Err(reason) => (Evaluator::Interpreter, Some(reason)),
         }
     }
 
@@ -161,7 +189,7 @@ impl PreparedPolicy {
     /// configuration error, reported at `at`).
     pub fn choose_evaluator(&mut self, entrypoints: &[&str], at: &str) -> Result<(), ConfigError> {
         self.vm = if self.mode == EvaluatorMode::Interpreter {
-            Err("the configuration asks for it".to_string())
+            Err(VmUnavailable::Configured)
         } else {
             self.compile_vm(entrypoints)
         };
@@ -174,7 +202,7 @@ impl PreparedPolicy {
         }
     }
 
-    fn compile_vm(&mut self, entrypoints: &[&str]) -> Result<PolicyVm, String> {
+    fn compile_vm(&mut self, entrypoints: &[&str]) -> Result<PolicyVm, VmUnavailable> {
         // citygate's builtins are interpreter extensions the VM cannot call
         // (its own `time.now_ns` would read the guest clock instead of the
         // proxy's), and the VM has no `print`.
@@ -186,20 +214,20 @@ impl PreparedPolicy {
             .collect();
         needs.sort_unstable();
         if !needs.is_empty() {
-            return Err(format!("it calls {}", needs.join(", ")));
+            return Err(VmUnavailable::Calls(needs.join(", ")));
         }
         // regorus 0.14's VM makes a failing builtin undefined even when
         // asked to fail the evaluation.
         if self.strict_builtin_errors {
-            return Err("strict_builtin_errors is set".to_string());
+            return Err(VmUnavailable::StrictBuiltinErrors);
         }
         let first = entrypoints.first().copied().unwrap_or_default();
         let compiled = self
             .engine
             .compile_with_entrypoint(&first.into())
-            .map_err(|e| one_line(&e.to_string()))?;
+            .map_err(|e| VmUnavailable::Compile(one_line(&e.to_string())))?;
         let program = Compiler::compile_from_policy(&compiled, entrypoints)
-            .map_err(|e| one_line(&e.to_string()))?;
+            .map_err(|e| VmUnavailable::Compile(one_line(&e.to_string())))?;
         PolicyVm::new(
             compiled,
             program,
@@ -254,7 +282,7 @@ impl PreparedPolicy {
         Ok(Self {
             engine,
             clock,
-            vm: Err("not compiled yet".to_string()),
+            vm: Err(VmUnavailable::NotCompiled),
             calls,
             mode,
             timer,
@@ -301,7 +329,7 @@ impl PreparedPolicy {
         entrypoint: &str,
         input: Value,
         now_unix_nanos: u64,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, EvalError> {
         self.clock.set(now_unix_nanos);
         // The VM is busy only if an evaluation were re-entered, which
         // nothing does; the interpreter would still answer then.
@@ -326,7 +354,11 @@ impl PreparedPolicy {
 
     /// The interpreter's answer, whatever evaluator the policy has (for the
     /// differential tests of the VM).
-    pub fn evaluate_in_interpreter(&self, entrypoint: &str, input: Value) -> Result<Value, String> {
+    pub fn evaluate_in_interpreter(
+        &self,
+        entrypoint: &str,
+        input: Value,
+    ) -> Result<Value, EvalError> {
         let mut engine = self.engine.clone();
         engine.set_input(input);
         engine
@@ -428,28 +460,15 @@ fn nesting_beyond(source: &str) -> Option<TooDeep> {
 }
 
 /// A module nesting deeper than `nesting_beyond` allows, at a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 enum TooDeep {
+    #[error(
+        "{0}: `[` and `{{` nest deeper than {MAX_REGO_COLLECTION_NESTING} levels \
+         (regorus parses deeper nesting in exponential time; move deep data to policy.data)"
+    )]
     Collections(usize),
+    #[error("{0}: brackets nest deeper than {MAX_REGO_NESTING} levels")]
     Brackets(usize),
-}
-
-impl std::fmt::Display for TooDeep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Collections(line) => write!(
-                f,
-                "{line}: `[` and `{{` nest deeper than {MAX_REGO_COLLECTION_NESTING} levels \
-                 (regorus parses deeper nesting in exponential time; move deep data to policy.data)"
-            ),
-            Self::Brackets(line) => {
-                write!(
-                    f,
-                    "{line}: brackets nest deeper than {MAX_REGO_NESTING} levels"
-                )
-            }
-        }
-    }
 }
 
 fn module_path(name: &str) -> String {
@@ -478,9 +497,9 @@ pub fn one_line(error: &str) -> String {
 
 /// An evaluation error for the log: location and message, with quoted text
 /// removed (a builtin's message may quote a value from the input) and bounded.
-fn describe_eval_error(text: &str) -> String {
+fn describe_eval_error(text: &str) -> EvalError {
     if text.contains("exceeded time limit") {
-        return "policy evaluation exceeded its time budget".to_string();
+        return EvalError::TimeBudget;
     }
     let mut out = String::new();
     let mut quote: Option<char> = None;
@@ -502,10 +521,10 @@ fn describe_eval_error(text: &str) -> String {
             }
         }
     }
-    format!(
+    EvalError::Failed(format!(
         "policy evaluation failed: {}",
         out.chars().take(MAX_ERROR_CHARS).collect::<String>()
-    )
+    ))
 }
 
 /// regorus resolves functions only when a call is evaluated; an unknown

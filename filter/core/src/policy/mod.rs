@@ -14,7 +14,7 @@ pub mod testing;
 
 pub use config::{PolicyConfig, RoutePolicy, DEFAULT_ENTRYPOINT, DEFAULT_MAX_EVAL_MICROS};
 pub use decision::{parse_decision, DecisionError};
-pub use engine::{Evaluator, PreparedPolicy};
+pub use engine::{EvalError, Evaluator, PreparedPolicy, VmUnavailable};
 
 use crate::config::{ConfigError, RouteConfig};
 use crate::host::{Host, LogLevel};
@@ -120,7 +120,7 @@ impl PolicyEngine {
 
     /// Which evaluator runs the policy, and why it is the interpreter when
     /// it is; `None` without a policy.
-    pub fn evaluator(&self) -> Option<(Evaluator, Option<&str>)> {
+    pub fn evaluator(&self) -> Option<(Evaluator, Option<&VmUnavailable>)> {
         self.policy.as_ref().map(|p| p.prepared.evaluator())
     }
 
@@ -145,8 +145,8 @@ impl PolicyEngine {
         request: &RequestContext<'_>,
         now_unix_nanos: u64,
     ) -> Option<(
-        Result<regorus::Value, String>,
-        Result<regorus::Value, String>,
+        Result<regorus::Value, EvalError>,
+        Result<regorus::Value, EvalError>,
     )> {
         let policy = self.policy.as_ref()?;
         let input = input::build_input(request).ok()?;
@@ -176,7 +176,12 @@ impl PolicyEngine {
         let started = host.now_unix_nanos();
         let outcome = input::build_input(request)
             .map_err(|e| e.reason().to_string())
-            .and_then(|input| policy.prepared.evaluate(entrypoint, input, started))
+            .and_then(|input| {
+                policy
+                    .prepared
+                    .evaluate(entrypoint, input, started)
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|value| parse_decision(&value).map_err(|e| e.describe()));
         let eval_micros = host.now_unix_nanos().saturating_sub(started) / 1_000;
         host.record(Metric::PolicyEvalMicros, eval_micros);

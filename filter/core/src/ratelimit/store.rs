@@ -325,7 +325,7 @@ mod tests {
 
     use super::*;
     use crate::host::memory::MemoryHost;
-    use crate::host::{Callout, LogLevel, SharedValue};
+    use crate::host::{Callout, DispatchError, LogLevel, SharedValue};
     use crate::metrics::Metric;
 
     const S: u64 = 1_000_000_000;
@@ -487,7 +487,7 @@ mod tests {
         fn log(&self, level: LogLevel, message: &str) {
             self.inner.log(level, message)
         }
-        fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+        fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError> {
             self.inner.dispatch(callout)
         }
     }
@@ -557,8 +557,11 @@ mod tests {
             fn count(&self, _: Metric, _: u64) {}
             fn record(&self, _: Metric, _: u64) {}
             fn log(&self, _: LogLevel, _: &str) {}
-            fn dispatch(&self, _: &Callout) -> Result<u32, String> {
-                Err("no".into())
+            fn dispatch(&self, _: &Callout) -> Result<u32, DispatchError> {
+                Err(DispatchError {
+                    cluster: String::new(),
+                    status: "no".into(),
+                })
             }
         }
         let host = Refusing(MemoryHost::default());

@@ -7,10 +7,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use der::asn1::UintRef;
 use der::oid::ObjectIdentifier;
-use der::{Decode, Reader, SliceReader};
+use der::{Decode, Encode, Reader, SliceReader};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use spki::SubjectPublicKeyInfoRef;
+use x509_cert::Certificate;
 
 /// More keys than any identity provider publishes; bounds the work an
 /// unknown-`kid`-less token can cause (each candidate is one signature check).
@@ -53,14 +54,9 @@ impl KeyType {
 
 /// Why keys could not be loaded. The message names the fault, never key
 /// material.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct KeyError(pub String);
-
-impl std::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn key_error(message: impl Into<String>) -> KeyError {
     KeyError(message.into())
@@ -168,7 +164,7 @@ impl KeySet {
         let key = match label {
             "PUBLIC KEY" => key_from_spki(&der)?,
             "RSA PUBLIC KEY" => rsa_key(&der)?,
-            "CERTIFICATE" => key_from_spki(certificate_spki(&der)?)?,
+            "CERTIFICATE" => key_from_spki(&certificate_spki(&der)?)?,
             label if label.contains("PRIVATE") => {
                 return Err(key_error(
                     "a private key was given; configure the public key or certificate",
@@ -356,35 +352,17 @@ fn significant_bits(big_endian: &[u8]) -> usize {
     }
 }
 
-/// The `subjectPublicKeyInfo` of an X.509 certificate (RFC 5280 §4.1).
-fn certificate_spki(der: &[u8]) -> Result<&[u8], KeyError> {
+/// The `subjectPublicKeyInfo` of an X.509 certificate (RFC 5280 §4.1), as
+/// DER. Nothing else of the certificate is trusted: its validity and chain
+/// are the configuration author's to check.
+fn certificate_spki(der: &[u8]) -> Result<Vec<u8>, KeyError> {
     let malformed = || key_error("malformed X.509 certificate");
-    let mut reader = SliceReader::new(der).map_err(|_| malformed())?;
-    let spki = reader
-        .sequence(|certificate| {
-            let spki = certificate.sequence(|tbs| {
-                let version_tag = der::Tag::ContextSpecific {
-                    constructed: true,
-                    number: der::TagNumber::N0,
-                };
-                if tbs.peek_tag()? == version_tag {
-                    tbs.tlv_bytes()?;
-                }
-                // serialNumber, signature, issuer, validity, subject
-                for _ in 0..5 {
-                    tbs.tlv_bytes()?;
-                }
-                let spki = tbs.tlv_bytes()?;
-                let rest = tbs.remaining_len();
-                tbs.read_slice(rest)?;
-                Ok(spki)
-            })?;
-            let rest = certificate.remaining_len();
-            certificate.read_slice(rest)?;
-            Ok(spki)
-        })
-        .map_err(|_| malformed())?;
-    reader.finish(spki).map_err(|_| malformed())
+    let certificate = Certificate::from_der(der).map_err(|_| malformed())?;
+    certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|_| malformed())
 }
 
 #[cfg(test)]

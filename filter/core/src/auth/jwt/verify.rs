@@ -50,7 +50,8 @@ impl Default for VerifyOptions {
 
 /// Why a token was refused. [`JwtError::description`] is safe to show a
 /// client: it never contains the token or any claim value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.description())]
 pub enum JwtError {
     TooLarge,
     Malformed,
@@ -116,14 +117,6 @@ impl JwtError {
         }
     }
 }
-
-impl std::fmt::Display for JwtError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.description())
-    }
-}
-
-impl std::error::Error for JwtError {}
 
 /// A token split and decoded, nothing verified.
 struct Parts<'t> {

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use regorus::Value;
 
-use super::BuiltinResult;
+use super::{BuiltinError, BuiltinResult};
 use crate::auth::jwt::{verify_token, JwtError, KeySet, VerifyOptions};
 
 /// Longest token the builtins look at.
@@ -28,15 +28,15 @@ pub struct Token<'a> {
     pub signature: &'a str,
 }
 
-pub fn parse_token(token: &str) -> Result<Token<'_>, String> {
+pub fn parse_token(token: &str) -> Result<Token<'_>, BuiltinError> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err("JWT is too large".to_string());
+        return Err("JWT is too large".to_string().into());
     }
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("encoded JWT must have 3 sections".to_string());
+        return Err("encoded JWT must have 3 sections".to_string().into());
     };
     let header = json_object(h, "header")?;
     let payload = json_object(p, "payload")?;
@@ -51,20 +51,20 @@ pub fn parse_token(token: &str) -> Result<Token<'_>, String> {
     })
 }
 
-fn b64url(text: &str) -> Result<Vec<u8>, String> {
+fn b64url(text: &str) -> Result<Vec<u8>, BuiltinError> {
     URL_SAFE_NO_PAD
         .decode(text)
         .or_else(|_| URL_SAFE.decode(text))
-        .map_err(|_| "JWT section is not base64url".to_string())
+        .map_err(|_| "JWT section is not base64url".into())
 }
 
-fn json_object(section: &str, what: &str) -> Result<Value, String> {
+fn json_object(section: &str, what: &str) -> Result<Value, BuiltinError> {
     let bytes = b64url(section)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| format!("JWT {what} is not UTF-8"))?;
     let value = Value::from_json_str(text).map_err(|_| format!("JWT {what} is not JSON"))?;
     match value {
         Value::Object(_) => Ok(value),
-        _ => Err(format!("JWT {what} is not an object")),
+        _ => Err(format!("JWT {what} is not an object").into()),
     }
 }
 
@@ -80,7 +80,7 @@ pub enum KeyMaterial {
 
 impl KeyMaterial {
     /// `cert` as OPA reads it: PEM (certificate or public key), a JWK, or a JWKS.
-    pub fn from_cert(text: &str) -> Result<Self, String> {
+    pub fn from_cert(text: &str) -> Result<Self, BuiltinError> {
         let trimmed = text.trim();
         let keys = if trimmed.starts_with('{') {
             let document: serde_json::Value =
@@ -94,7 +94,8 @@ impl KeyMaterial {
         } else {
             KeySet::from_pem(trimmed)
         };
-        keys.map(Self::Public).map_err(|e| format!("cert: {e}"))
+        keys.map(Self::Public)
+            .map_err(|e| format!("cert: {e}").into())
     }
 }
 
@@ -141,11 +142,11 @@ pub fn verify_signature(
     }
 }
 
-fn arg_str<'a>(args: &'a [Value], index: usize, name: &str) -> Result<&'a str, String> {
+fn arg_str<'a>(args: &'a [Value], index: usize, name: &str) -> Result<&'a str, BuiltinError> {
     args.get(index)
         .and_then(|v| v.as_string().ok())
         .map(|s| s.as_ref())
-        .ok_or_else(|| format!("{name}: operand {} must be a string", index + 1))
+        .ok_or_else(|| format!("{name}: operand {} must be a string", index + 1).into())
 }
 
 /// `io.jwt.decode(token)`.
@@ -193,7 +194,7 @@ struct Constraints {
     time_ns: f64,
 }
 
-fn constraints(value: &Value, now_ns: u64) -> Result<Constraints, String> {
+fn constraints(value: &Value, now_ns: u64) -> Result<Constraints, BuiltinError> {
     let map = value
         .as_object()
         .map_err(|_| "io.jwt.decode_verify: constraints must be an object".to_string())?;
@@ -223,13 +224,13 @@ fn constraints(value: &Value, now_ns: u64) -> Result<Constraints, String> {
                 out.time_ns =
                     number(v).ok_or_else(|| "constraint `time` must be a number".to_string())?
             }
-            other => return Err(format!("unknown JWT constraint `{other}`")),
+            other => return Err(format!("unknown JWT constraint `{other}`").into()),
         }
     }
     out.keys = match (cert, secret) {
         (Some(cert), None) => KeyMaterial::from_cert(&cert)?,
         (None, Some(secret)) => KeyMaterial::Secret(secret.into_bytes()),
-        _ => return Err("exactly one of `cert` or `secret` is required".to_string()),
+        _ => return Err("exactly one of `cert` or `secret` is required".into()),
     };
     Ok(out)
 }

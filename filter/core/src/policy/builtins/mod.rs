@@ -10,7 +10,25 @@ use std::sync::Arc;
 
 use regorus::{Engine, Value};
 
-pub type BuiltinResult = Result<Value, String>;
+/// Why a builtin could not answer, in OPA's words for the same fault. Without
+/// `strict_builtin_errors` it only makes the expression undefined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuiltinError(String);
+
+impl From<String> for BuiltinError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for BuiltinError {
+    fn from(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
+
+pub type BuiltinResult = Result<Value, BuiltinError>;
 
 type Builtin = fn(&[Value], u64) -> BuiltinResult;
 
@@ -70,7 +88,7 @@ pub fn register(engine: &mut Engine, clock: &EvalClock, strict: bool) -> anyhow:
 fn outcome(result: BuiltinResult, strict: bool) -> anyhow::Result<Value> {
     match result {
         Ok(value) => Ok(value),
-        Err(message) if strict => Err(anyhow::anyhow!(message)),
+        Err(error) if strict => Err(anyhow::Error::new(error)),
         Err(_) => Ok(Value::Undefined),
     }
 }
