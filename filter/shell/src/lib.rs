@@ -3,11 +3,11 @@
 //! Nothing here decides; it moves bytes between the proxy and
 //! [`citygate_core::pipeline::CompiledConfig`].
 //!
-//! - [`envoy_host`]: the core's `Host` as proxy-wasm hostcalls;
-//! - [`root`]: the root context (configuration, tick, callouts, requests
+//! - `envoy_host`: the core's `Host` as proxy-wasm hostcalls;
+//! - `root`: the root context (configuration, tick, callouts, requests
 //!   waiting for keys);
-//! - [`http_context`]: one HTTP stream, one callback at a time;
-//! - [`state`], [`waiters`]: what a stream and a waiting request hold.
+//! - `http_context`: one HTTP stream, one callback at a time;
+//! - `state`, `waiters`: what a stream and a waiting request hold.
 
 // A panic here takes down an Envoy worker's Wasm VM.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -196,7 +196,7 @@ impl BenchEnvoy {
         self.child.id()
     }
 
-    /// Resident set size in KiB (`VmRSS` of /proc/<pid>/status).
+    /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
     pub fn rss_kib(&self) -> Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         status

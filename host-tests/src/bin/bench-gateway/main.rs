@@ -83,7 +83,7 @@ struct Args {
     /// Envoy's log level (citygate's decision log is written at info).
     #[arg(long, default_value = "warn")]
     envoy_log_level: String,
-    /// Where results go (default: target/bench/<UTC time>).
+    /// Where results go (default: `target/bench/UTC-TIME`).
     #[arg(long)]
     out: Option<PathBuf>,
 }
