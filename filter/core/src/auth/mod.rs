@@ -384,6 +384,3 @@ fn plan_route(
     }
     Ok(plan)
 }
-
-#[cfg(test)]
-mod tests;

@@ -520,40 +520,6 @@ fn a_store_that_cannot_decide_fails_closed_except_in_shadow_mode() {
         .is_ok());
 }
 
-#[test]
-fn a_denial_through_the_pipeline_counts_once_and_carries_the_headers() {
-    let document = json!({
-        "routes": [{"name": "parking", "match": {"path_prefix": "/parking"}, "auth": {"anonymous": true}}],
-        "rate_limits": {"rules": [with(rule("per-ip", json!(["client_ip"]), 1), "response_headers", json!(true))]}
-    });
-    let gateway =
-        crate::pipeline::CompiledConfig::from_json(document.to_string().as_bytes(), &|_| None)
-            .unwrap();
-    let host = MemoryHost::at_unix_seconds(T0);
-    let raw = crate::normalize::RawRequest {
-        headers: vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), "/parking/spots".into()),
-        ],
-        connection: crate::normalize::ConnectionInfo {
-            source: Some("192.0.2.1:5555".into()),
-            ..Default::default()
-        },
-    };
-    let admitted = gateway.admit(&raw, &host).unwrap();
-    assert_eq!(
-        header(&admitted.response_headers, "ratelimit"),
-        Some("\"per-ip\";r=0;t=60")
-    );
-    let reply = gateway.admit(&raw, &host).unwrap_err();
-    assert_eq!(reply.status, 429);
-    assert_eq!(header(&reply.headers, "retry-after"), Some("60"));
-    assert!(header(&reply.headers, "ratelimit-policy").is_some());
-    assert_eq!(host.counter(Metric::RatelimitLimited), 1);
-    assert_eq!(host.counter(Metric::RequestsDenied), 1);
-    assert!(host.log_lines().iter().all(|l| !l.contains("192.0.2.1")));
-}
-
 proptest! {
     /// Two workers, random time steps and sweeps in between: one key is
     /// never admitted more than capacity + refill over any window.

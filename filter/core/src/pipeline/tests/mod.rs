@@ -1,4 +1,11 @@
-//! The stages together: routes, denials, edits and the decision line.
+//! The stages together: routes, denials, edits and the decision line. A
+//! stage's own tests never build the pipeline; where a stage is tested
+//! through it, the test lives here, in a file named after the stage.
+
+mod auth;
+mod policy;
+mod ratelimit;
+mod redact;
 
 use super::*;
 use crate::host::memory::MemoryHost;

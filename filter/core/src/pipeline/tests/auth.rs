@@ -1,10 +1,11 @@
-//! The stage end to end, through the pipeline, with `MemoryHost`.
+//! Authentication end to end, through the pipeline, with `MemoryHost`:
+//! credentials, challenges, remote keys and what reaches the upstream.
 
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::jwt::testkeys::{self, mint, signing_key};
+use crate::auth::jwt::testkeys::{self, mint, signing_key};
 use crate::host::memory::MemoryHost;
 use crate::identity::IdentityKind;
 use crate::metrics::Metric;
