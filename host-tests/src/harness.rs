@@ -17,15 +17,12 @@
 //! after `proxy_set_effective_context`, on a tick or a callout reply) moves
 //! on right after that callback.
 
-use crate::abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
-use crate::abi::context::{
-    CallResponse, Connection, Flow, LocalReply, PeerCert, StreamData, VmSettings,
-};
-use crate::abi::headers::Headers;
-use crate::abi::logging::{LogEntry, LogLevel};
 use crate::abi::properties::encode_path;
-use crate::abi::shared_data::SharedStore;
-use crate::abi::timers::Clock;
+use crate::abi::state::{
+    CallResponse, CalloutReply, CalloutRequest, Clock, Connection, Flow, GrpcCallRequest,
+    GrpcReply, Headers, LocalReply, LogEntry, LogLevel, PeerCert, SharedStore, StreamData,
+    VmSettings,
+};
 use crate::runtime::{FuelUse, Guest, Plugin, DEFAULT_FUEL_PER_CALL};
 use anyhow::{anyhow, bail, Result};
 use std::collections::{HashMap, HashSet, VecDeque};

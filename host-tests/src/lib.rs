@@ -19,13 +19,10 @@ pub mod package;
 pub mod scenario;
 pub mod wasm_build;
 
-pub use abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
-pub use abi::context::{Connection, LocalReply, PeerCert};
-pub use abi::headers::Headers;
-pub use abi::logging::{LogEntry, LogLevel};
-pub use abi::metrics::MetricKind;
-pub use abi::shared_data::SharedStore;
-pub use abi::timers::Clock;
+pub use abi::state::{
+    CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, Headers,
+    LocalReply, LogEntry, LogLevel, MetricKind, PeerCert, SharedStore,
+};
 pub use abi::Status;
 pub use harness::{
     ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm, VmBuilder,

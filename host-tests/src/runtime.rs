@@ -4,9 +4,8 @@
 //! whose every call is fuel-metered so a runaway guest fails instead of
 //! hanging.
 
-use crate::abi::context::{HostState, VmSettings};
-use crate::abi::shared_data::SharedStore;
-use crate::abi::timers::{Clock, WasiClock};
+use crate::abi::state::clock::WasiClock;
+use crate::abi::state::{Clock, HostState, SharedStore, VmSettings};
 use crate::abi::{self, ENV};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::HashMap;

@@ -3,10 +3,10 @@
 //! `proxy_continue_response`, `proxy_clear_route_cache`, and
 //! `proxy_set_effective_context`.
 
-use super::context::{HostState, LocalReply};
-use super::headers::Headers;
+use super::call::{finish, Call, ENV};
 use super::memory::{self, Cx};
-use super::{finish, Call, Status, ENV};
+use super::state::{Headers, HostState, LocalReply};
+use super::status::Status;
 use wasmtime::Linker;
 
 pub const STREAM_REQUEST: u32 = 0;
