@@ -84,8 +84,17 @@ pub struct VmBuilder {
     headers_stop_iteration: bool,
 }
 
+// Here rather than in `runtime`, so the runtime does not import the harness
+// built on top of it.
+impl Plugin {
+    /// Starts configuring a VM instance of this plugin.
+    pub fn vm(&self) -> VmBuilder {
+        VmBuilder::new(self.clone())
+    }
+}
+
 impl VmBuilder {
-    pub(crate) fn new(plugin: Plugin) -> Self {
+    fn new(plugin: Plugin) -> Self {
         VmBuilder {
             plugin,
             settings: VmSettings::default(),

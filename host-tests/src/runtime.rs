@@ -177,11 +177,6 @@ impl Plugin {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// Starts configuring a VM instance of this plugin.
-    pub fn vm(&self) -> crate::harness::VmBuilder {
-        crate::harness::VmBuilder::new(self.clone())
-    }
 }
 
 /// Fuel one guest callback used.
