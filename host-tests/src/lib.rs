@@ -20,11 +20,12 @@ pub mod scenario;
 pub mod wasm_build;
 
 pub use abi::state::{
-    CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, Headers,
-    LocalReply, LogEntry, LogLevel, MetricKind, PeerCert, SharedStore,
+    CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, GuestLocalReply,
+    Headers, LogEntry, MetricKind, PeerCert, ProxyLogLevel, SharedStore,
 };
 pub use abi::Status;
 pub use harness::{
-    ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm, VmBuilder,
+    ClientResponse, Delivery, Exchange, Request, RequestOutcome, Upstream, UpstreamRequest, Vm,
+    VmBuilder,
 };
 pub use runtime::{FuelUse, Plugin, Runtime};

@@ -3,7 +3,7 @@
 
 use super::call::{finish, ENV};
 use super::memory::{self, Cx};
-use super::state::{HostState, LogEntry, LogLevel};
+use super::state::{HostState, LogEntry, ProxyLogLevel};
 use super::status::Status;
 use wasmtime::Linker;
 
@@ -13,7 +13,7 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         "proxy_log",
         |mut c: Cx<'_>, level: u32, p: u32, n: u32| {
             finish((|| {
-                let level = LogLevel::from_u32(level).ok_or(Status::BadArgument)?;
+                let level = ProxyLogLevel::from_u32(level).ok_or(Status::BadArgument)?;
                 let bytes = memory::read(&mut c, p, n)?;
                 let s = c.data_mut();
                 if level >= s.settings.log_level {

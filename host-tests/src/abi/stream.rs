@@ -5,7 +5,7 @@
 
 use super::call::{finish, Call, ENV};
 use super::memory::{self, Cx};
-use super::state::{Headers, HostState, LocalReply};
+use super::state::{GuestLocalReply, Headers, HostState};
 use super::status::Status;
 use wasmtime::Linker;
 
@@ -42,7 +42,7 @@ fn send_local_response(
     let s = c.data_mut().stream_mut().ok_or(Status::NotFound)?;
     // Only the first local reply reaches the client; Envoy ignores later ones.
     if s.local_reply.is_none() {
-        s.local_reply = Some(LocalReply {
+        s.local_reply = Some(GuestLocalReply {
             status,
             headers,
             body,

@@ -6,7 +6,7 @@ use super::script::{Delivery, Script};
 use super::vm::Vm;
 use crate::abi::properties::encode_path;
 use crate::abi::state::{
-    CalloutReply, CalloutRequest, Clock, GrpcCallRequest, GrpcReply, LogLevel, SharedStore,
+    CalloutReply, CalloutRequest, Clock, GrpcCallRequest, GrpcReply, ProxyLogLevel, SharedStore,
     VmSettings,
 };
 use crate::runtime::{Guest, Plugin, DEFAULT_FUEL_PER_CALL};
@@ -92,7 +92,7 @@ impl VmBuilder {
     }
 
     /// Lines below this level are dropped (and `proxy_get_log_level` says so).
-    pub fn log_level(mut self, level: LogLevel) -> Self {
+    pub fn log_level(mut self, level: ProxyLogLevel) -> Self {
         self.settings.log_level = level;
         self
     }

@@ -3,7 +3,7 @@
 //! `Pause` holds what follows until the filter continues the stream (the
 //! rules are in the `harness` module doc).
 
-use super::driver::{Dir, Stage};
+use super::driver::{Dir, MessagePart};
 use super::vm::{Vm, CONTINUE};
 use anyhow::Result;
 
@@ -46,24 +46,26 @@ impl Vm {
             }
             let p = self.driver(id)?.pump(dir);
             match (p.stage, p.stopped) {
-                (Stage::Headers, _) => {
+                (MessagePart::Headers, _) => {
                     let eos = p.chunks.is_empty() && p.trailers.is_none();
-                    p.stage = Stage::Body;
+                    p.stage = MessagePart::Body;
                     let n = dir.flow(self.stream(id)?).headers.len() as i32;
                     if self.callback(on_headers, id, &[ctx, n, i32::from(eos)])? == CONTINUE {
                         self.resume(id, dir)?;
                     } else if self.headers_stop_iteration {
                         // Headers held; the body still reaches the filter.
-                        self.driver(id)?.pump(dir).stopped = Some(Stage::Body);
+                        self.driver(id)?.pump(dir).stopped = Some(MessagePart::Body);
                     } else {
                         let p = self.driver(id)?.pump(dir);
-                        p.stopped = Some(Stage::Headers);
+                        p.stopped = Some(MessagePart::Headers);
                         p.coalesce = true;
                     }
                 }
-                (Stage::Body, Some(Stage::Headers | Stage::Trailers)) => return Ok(()),
-                (Stage::Body, _) if p.chunks.is_empty() => p.stage = Stage::Trailers,
-                (Stage::Body, _) => {
+                (MessagePart::Body, Some(MessagePart::Headers | MessagePart::Trailers)) => {
+                    return Ok(())
+                }
+                (MessagePart::Body, _) if p.chunks.is_empty() => p.stage = MessagePart::Trailers,
+                (MessagePart::Body, _) => {
                     let chunk: Vec<u8> = if std::mem::take(&mut p.coalesce) {
                         p.chunks.drain(..).flatten().collect()
                     } else {
@@ -76,12 +78,12 @@ impl Vm {
                     if self.callback(on_body, id, &[ctx, n, i32::from(eos)])? == CONTINUE {
                         self.resume(id, dir)?;
                     } else {
-                        self.driver(id)?.pump(dir).stopped = Some(Stage::Body);
+                        self.driver(id)?.pump(dir).stopped = Some(MessagePart::Body);
                     }
                 }
-                (Stage::Trailers, Some(Stage::Headers)) => return Ok(()),
-                (Stage::Trailers, _) => {
-                    p.stage = Stage::Done;
+                (MessagePart::Trailers, Some(MessagePart::Headers)) => return Ok(()),
+                (MessagePart::Trailers, _) => {
+                    p.stage = MessagePart::Done;
                     let Some(t) = p.trailers.take() else { continue };
                     p.trailers_delivered = true;
                     let n = t.len() as i32;
@@ -89,10 +91,10 @@ impl Vm {
                     if self.callback(on_trailers, id, &[ctx, n])? == CONTINUE {
                         self.resume(id, dir)?;
                     } else {
-                        self.driver(id)?.pump(dir).stopped = Some(Stage::Trailers);
+                        self.driver(id)?.pump(dir).stopped = Some(MessagePart::Trailers);
                     }
                 }
-                (Stage::Done, _) => return Ok(()),
+                (MessagePart::Done, _) => return Ok(()),
             }
         }
     }

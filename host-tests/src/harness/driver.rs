@@ -3,11 +3,13 @@
 //! filter's callbacks, and what came out so far.
 
 use super::outcome::{ClientResponse, RequestOutcome};
-use crate::abi::state::{Flow, Headers, LocalReply, StreamData};
+use crate::abi::state::{Flow, GuestLocalReply, Headers, StreamData};
 use std::collections::VecDeque;
 
+/// The part of an HTTP message a direction's next filter callback gets;
+/// `Done` once every part has been through the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) enum Stage {
+pub(super) enum MessagePart {
     #[default]
     Headers,
     Body,
@@ -18,8 +20,8 @@ pub(super) enum Stage {
 /// One direction's progress through the filter.
 #[derive(Debug, Default)]
 pub(super) struct Pump {
-    pub(super) stage: Stage,
-    pub(super) stopped: Option<Stage>,
+    pub(super) stage: MessagePart,
+    pub(super) stopped: Option<MessagePart>,
     pub(super) coalesce: bool,
     pub(super) chunks: VecDeque<Vec<u8>>,
     pub(super) trailers: Option<Headers>,
@@ -39,7 +41,7 @@ impl Pump {
     }
 
     pub(super) fn complete(&self) -> bool {
-        self.stage == Stage::Done && self.stopped.is_none()
+        self.stage == MessagePart::Done && self.stopped.is_none()
     }
 }
 
@@ -86,7 +88,7 @@ pub(super) enum Phase {
     Request,
     /// Running a request-phase local reply through the response callbacks.
     LocalReply,
-    /// Forwarded; waiting for or processing the upstream reply.
+    /// UpstreamRequest; waiting for or processing the upstream reply.
     Response,
     Ended,
 }
@@ -96,7 +98,7 @@ pub(super) struct Driver {
     pub(super) req: Pump,
     pub(super) resp: Pump,
     pub(super) outcome: RequestOutcome,
-    pub(super) local: Option<LocalReply>,
+    pub(super) local: Option<GuestLocalReply>,
     pub(super) client: Option<ClientResponse>,
 }
 

@@ -3,9 +3,9 @@
 //! the upstream reply).
 
 use super::messages::{Request, Upstream};
-use super::outcome::{ClientResponse, Forwarded, RequestOutcome};
+use super::outcome::{ClientResponse, RequestOutcome, UpstreamRequest};
 use super::vm::Vm;
-use crate::abi::state::{CalloutReply, CalloutRequest, LocalReply};
+use crate::abi::state::{CalloutReply, CalloutRequest, GuestLocalReply};
 use anyhow::{bail, Result};
 
 impl Vm {
@@ -32,7 +32,7 @@ impl Exchange<'_> {
     }
 
     /// The request as the upstream got it, or an error saying what happened.
-    pub fn forwarded(&self) -> Result<Forwarded> {
+    pub fn forwarded(&self) -> Result<UpstreamRequest> {
         match self.outcome() {
             RequestOutcome::Forwarded(f) => Ok(f),
             other => bail!("request was not forwarded: {other:?}\n{}", self.vm.report()),
@@ -40,7 +40,7 @@ impl Exchange<'_> {
     }
 
     /// The local reply, or an error saying what happened instead.
-    pub fn local(&self) -> Result<LocalReply> {
+    pub fn local(&self) -> Result<GuestLocalReply> {
         match self.outcome() {
             RequestOutcome::Local(l) => Ok(l),
             other => bail!("no local reply: {other:?}\n{}", self.vm.report()),

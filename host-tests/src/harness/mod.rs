@@ -42,6 +42,6 @@ mod vm;
 pub use builder::VmBuilder;
 pub use exchange::Exchange;
 pub use messages::{Request, Upstream};
-pub use outcome::{ClientResponse, Forwarded, RequestOutcome};
+pub use outcome::{ClientResponse, RequestOutcome, UpstreamRequest};
 pub use script::Delivery;
 pub use vm::Vm;

@@ -1,12 +1,12 @@
 //! What comes out of a stream: the request as it reached the upstream, how
 //! the request phase ended, and the response as the client received it.
 
-use crate::abi::state::{Headers, LocalReply};
+use crate::abi::state::{GuestLocalReply, Headers};
 use anyhow::Result;
 
-/// What reached the upstream.
+/// The request as it reached the simulated upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forwarded {
+pub struct UpstreamRequest {
     /// The request headers as the filter left them when it let them go.
     pub headers: Headers,
     pub body: Vec<u8>,
@@ -18,8 +18,8 @@ pub struct Forwarded {
 pub enum RequestOutcome {
     /// The filter answered; this is the reply as the client received it
     /// (after the filter's own response callbacks saw it).
-    Local(LocalReply),
-    Forwarded(Forwarded),
+    Local(GuestLocalReply),
+    Forwarded(UpstreamRequest),
     /// Stopped, waiting for a callout reply or `continue_request`.
     Pending,
     /// The filter closed the stream.
@@ -35,7 +35,7 @@ pub struct ClientResponse {
     pub body: Vec<u8>,
     pub trailers: Headers,
     /// Set when a local reply replaced the upstream's response.
-    pub local: Option<LocalReply>,
+    pub local: Option<GuestLocalReply>,
     /// The stream was reset (closed, or a local reply after the response
     /// headers had already gone out).
     pub reset: bool,
@@ -62,7 +62,7 @@ pub(super) fn reset_response() -> ClientResponse {
     }
 }
 
-pub(super) fn local_response(reply: &LocalReply) -> ClientResponse {
+pub(super) fn local_response(reply: &GuestLocalReply) -> ClientResponse {
     ClientResponse {
         status: reply.status,
         headers: reply.headers.clone(),

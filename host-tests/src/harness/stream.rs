@@ -3,11 +3,13 @@
 //! callbacks, settling what the upstream and the client get, and ending it
 //! with `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
 
-use super::driver::{Dir, Driver, Phase, Pump, Stage};
+use super::driver::{Dir, Driver, MessagePart, Phase, Pump};
 use super::messages::{chunks_of, Request, Upstream};
-use super::outcome::{local_response, reset_response, ClientResponse, Forwarded, RequestOutcome};
+use super::outcome::{
+    local_response, reset_response, ClientResponse, RequestOutcome, UpstreamRequest,
+};
 use super::vm::Vm;
-use crate::abi::state::{Flow, Headers, LocalReply, StreamData};
+use crate::abi::state::{Flow, GuestLocalReply, Headers, StreamData};
 use anyhow::{anyhow, bail, Result};
 
 impl Vm {
@@ -65,7 +67,7 @@ impl Vm {
                 self.settle_request(id)
             }
             Phase::LocalReply | Phase::Response => {
-                if self.driver(id)?.resp.stage != Stage::Headers
+                if self.driver(id)?.resp.stage != MessagePart::Headers
                     || self.stream(id)?.response.started
                 {
                     self.pump(id, Dir::Response)?;
@@ -87,7 +89,7 @@ impl Vm {
         }
         let d = self.driver(id)?;
         if d.req.complete() {
-            d.outcome = RequestOutcome::Forwarded(Forwarded {
+            d.outcome = RequestOutcome::Forwarded(UpstreamRequest {
                 headers: d.req.fwd_headers.clone().unwrap_or_default(),
                 body: d.req.fwd_body.clone(),
                 trailers: d.req.fwd_trailers.clone().unwrap_or_default(),
@@ -99,7 +101,7 @@ impl Vm {
 
     /// Envoy sends a request-phase local reply through the encoder path,
     /// so the filter's response callbacks see it too.
-    fn run_local_reply(&mut self, id: u32, reply: LocalReply) -> Result<()> {
+    fn run_local_reply(&mut self, id: u32, reply: GuestLocalReply) -> Result<()> {
         let mut headers = Headers(vec![(":status".into(), reply.status.to_string())]);
         headers.0.extend(reply.headers.0.iter().cloned());
         if !reply.body.is_empty() {
@@ -143,7 +145,7 @@ impl Vm {
         let Some(client) = client else { return Ok(()) };
         if in_local {
             let original = d.local.clone();
-            d.outcome = RequestOutcome::Local(LocalReply {
+            d.outcome = RequestOutcome::Local(GuestLocalReply {
                 status: client.status,
                 headers: client.headers.clone(),
                 body: client.body.clone(),
@@ -180,7 +182,7 @@ impl Vm {
     /// Feeds the upstream's reply to a forwarded request.
     pub fn feed_upstream(&mut self, id: u32, up: Upstream) -> Result<()> {
         let d = self.driver(id)?;
-        if d.phase != Phase::Response || d.resp.stage != Stage::Headers {
+        if d.phase != Phase::Response || d.resp.stage != MessagePart::Headers {
             bail!(
                 "stream {id} is not waiting for an upstream reply (outcome {:?})",
                 d.outcome
@@ -238,7 +240,7 @@ impl Vm {
     }
 }
 
-fn client_response(p: &Pump, local: Option<LocalReply>) -> ClientResponse {
+fn client_response(p: &Pump, local: Option<GuestLocalReply>) -> ClientResponse {
     let mut headers = p.fwd_headers.clone().unwrap_or_default();
     let status = headers
         .get(":status")

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
+/// The proxy-wasm ABI's log levels, numbered as `proxy_log` passes them (the
+/// core's `citygate_core::host::LogLevel` is what the filter logs with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LogLevel {
+pub enum ProxyLogLevel {
     Trace = 0,
     Debug = 1,
     Info = 2,
@@ -12,24 +14,24 @@ pub enum LogLevel {
     Critical = 5,
 }
 
-impl LogLevel {
-    pub fn from_u32(v: u32) -> Option<LogLevel> {
-        use LogLevel::*;
+impl ProxyLogLevel {
+    pub fn from_u32(v: u32) -> Option<ProxyLogLevel> {
+        use ProxyLogLevel::*;
         [Trace, Debug, Info, Warn, Error, Critical]
             .get(v as usize)
             .copied()
     }
 }
 
-impl fmt::Display for LogLevel {
+impl fmt::Display for ProxyLogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-            LogLevel::Critical => "critical",
+            ProxyLogLevel::Trace => "trace",
+            ProxyLogLevel::Debug => "debug",
+            ProxyLogLevel::Info => "info",
+            ProxyLogLevel::Warn => "warn",
+            ProxyLogLevel::Error => "error",
+            ProxyLogLevel::Critical => "critical",
         };
         f.write_str(s)
     }
@@ -38,7 +40,7 @@ impl fmt::Display for LogLevel {
 /// One line the guest logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
-    pub level: LogLevel,
+    pub level: ProxyLogLevel,
     pub message: String,
     pub context_id: u32,
 }

@@ -40,9 +40,11 @@ impl Default for Connection {
     }
 }
 
-/// A reply sent with `proxy_send_local_response`.
+/// A local reply the guest sent with `proxy_send_local_response` (the core's
+/// `citygate_core::http::LocalReply` is the decision the filter turns into
+/// that call; this is what crossed the ABI).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
+pub struct GuestLocalReply {
     pub status: u16,
     pub headers: Headers,
     pub body: Vec<u8>,
@@ -68,7 +70,7 @@ pub struct StreamData {
     pub request: Flow,
     pub response: Flow,
     pub connection: Connection,
-    pub local_reply: Option<LocalReply>,
+    pub local_reply: Option<GuestLocalReply>,
     /// `continue_stream` / `continue_request` requests, applied after the
     /// current callback returns (Envoy defers them the same way).
     pub continue_request: bool,

@@ -4,7 +4,7 @@
 use super::callout::{CallResponse, CalloutRequest, GrpcCallRequest};
 use super::clock::Clock;
 use super::headers::Headers;
-use super::log::{LogEntry, LogLevel};
+use super::log::{LogEntry, ProxyLogLevel};
 use super::shared_store::SharedStore;
 use super::stream::StreamData;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,7 +22,7 @@ pub struct VmSettings {
     pub plugin_configuration: Vec<u8>,
     /// Clusters an `http_call` may target; `None` accepts any.
     pub known_clusters: Option<HashSet<String>>,
-    pub log_level: LogLevel,
+    pub log_level: ProxyLogLevel,
 }
 
 impl Default for VmSettings {
@@ -34,7 +34,7 @@ impl Default for VmSettings {
             vm_configuration: Vec::new(),
             plugin_configuration: Vec::new(),
             known_clusters: None,
-            log_level: LogLevel::Trace,
+            log_level: ProxyLogLevel::Trace,
         }
     }
 }
