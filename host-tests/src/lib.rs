@@ -19,15 +19,13 @@ pub mod package;
 pub mod scenario;
 pub mod wasm_build;
 
-pub use abi::callouts::{CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
-pub use abi::context::{Connection, LocalReply, PeerCert};
-pub use abi::headers::Headers;
-pub use abi::logging::{LogEntry, LogLevel};
-pub use abi::metrics::MetricKind;
-pub use abi::shared_data::SharedStore;
-pub use abi::timers::Clock;
+pub use abi::state::{
+    CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, GuestLocalReply,
+    Headers, LogEntry, MetricKind, PeerCert, ProxyLogLevel, SharedStore,
+};
 pub use abi::Status;
 pub use harness::{
-    ClientResponse, Delivery, Exchange, Forwarded, Request, RequestOutcome, Upstream, Vm, VmBuilder,
+    ClientResponse, Delivery, Exchange, Request, RequestOutcome, Upstream, UpstreamRequest, Vm,
+    VmBuilder,
 };
 pub use runtime::{FuelUse, Plugin, Runtime};

@@ -4,9 +4,8 @@
 //! whose every call is fuel-metered so a runaway guest fails instead of
 //! hanging.
 
-use crate::abi::context::{HostState, VmSettings};
-use crate::abi::shared_data::SharedStore;
-use crate::abi::timers::{Clock, WasiClock};
+use crate::abi::state::clock::WasiClock;
+use crate::abi::state::{Clock, HostState, SharedStore, VmSettings};
 use crate::abi::{self, ENV};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::HashMap;
@@ -177,11 +176,6 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Starts configuring a VM instance of this plugin.
-    pub fn vm(&self) -> crate::harness::VmBuilder {
-        crate::harness::VmBuilder::new(self.clone())
     }
 }
 

@@ -2,9 +2,10 @@
 //! `proxy_get_buffer_status` over the request/response bodies, the plugin
 //! and VM configuration, and callout / gRPC reply bodies.
 
-use super::context::HostState;
+use super::call::{finish, Call, ENV};
 use super::memory::{self, Cx};
-use super::{finish, Call, Status, ENV};
+use super::state::HostState;
+use super::status::Status;
 use wasmtime::Linker;
 
 pub const HTTP_REQUEST_BODY: u32 = 0;

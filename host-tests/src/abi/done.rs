@@ -1,9 +1,9 @@
 //! `proxy_done` (a root context finishing a deferred shutdown), the ABI 0.1
 //! `proxy_get_configuration`, and Envoy's emscripten memory-growth hook.
 
-use super::context::HostState;
+use super::call::{finish, ENV};
 use super::memory::{self, Cx};
-use super::{finish, ENV};
+use super::state::HostState;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {

@@ -2,8 +2,9 @@
 //! each access is bounds-checked and a bad one becomes
 //! `InvalidMemoryAccess`, never a host panic.
 
-use super::context::HostState;
-use super::{Call, Fail, Status};
+use super::call::{Call, Fail};
+use super::state::HostState;
+use super::status::Status;
 use wasmtime::{Caller, Extern, Memory};
 
 /// The caller type every hostcall receives.

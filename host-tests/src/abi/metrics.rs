@@ -1,122 +1,13 @@
 //! Metrics: `proxy_define_metric`, `proxy_increment_metric`,
-//! `proxy_record_metric`, `proxy_get_metric`, with Envoy's rules (counters
-//! only grow, histograms can be recorded but not read back).
+//! `proxy_record_metric`, `proxy_get_metric`, over the metrics of the VM's
+//! [`super::state::SharedStore`] (Envoy's rules live in
+//! [`super::state::metrics`]).
 
-use super::context::HostState;
+use super::call::{finish, ENV};
 use super::memory::{self, Cx};
-use super::shared_data::SharedStore;
-use super::{finish, Status, ENV};
+use super::state::{HostState, MetricKind};
+use super::status::Status;
 use wasmtime::Linker;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Metric {
-    pub(crate) name: String,
-    pub(crate) kind: MetricKind,
-    pub(crate) value: u64,
-    pub(crate) samples: Vec<u64>,
-}
-
-impl SharedStore {
-    /// Defines a metric, or returns the id of the one already named so.
-    pub fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, Status> {
-        let mut s = self.lock();
-        if let Some(i) = s.metrics.iter().position(|m| m.name == name) {
-            if s.metrics[i].kind != kind {
-                return Err(Status::BadArgument);
-            }
-            return Ok(i as u32 + 1);
-        }
-        s.metrics.push(Metric {
-            name: name.into(),
-            kind,
-            value: 0,
-            samples: Vec::new(),
-        });
-        Ok(s.metrics.len() as u32)
-    }
-
-    fn with_metric<T>(
-        &self,
-        id: u32,
-        f: impl FnOnce(&mut Metric) -> Result<T, Status>,
-    ) -> Result<T, Status> {
-        let mut s = self.lock();
-        let m = s
-            .metrics
-            .get_mut((id as usize).wrapping_sub(1))
-            .ok_or(Status::NotFound)?;
-        f(m)
-    }
-
-    pub fn increment_metric(&self, id: u32, offset: i64) -> Result<(), Status> {
-        self.with_metric(id, |m| match m.kind {
-            MetricKind::Counter if offset < 0 => Err(Status::BadArgument),
-            MetricKind::Histogram => Err(Status::BadArgument),
-            _ => {
-                m.value = m.value.saturating_add_signed(offset);
-                Ok(())
-            }
-        })
-    }
-
-    pub fn record_metric(&self, id: u32, value: u64) -> Result<(), Status> {
-        self.with_metric(id, |m| {
-            match m.kind {
-                MetricKind::Counter => m.value = m.value.saturating_add(value),
-                MetricKind::Gauge => m.value = value,
-                MetricKind::Histogram => m.samples.push(value),
-            }
-            Ok(())
-        })
-    }
-
-    pub fn get_metric(&self, id: u32) -> Result<u64, Status> {
-        self.with_metric(id, |m| match m.kind {
-            MetricKind::Histogram => Err(Status::BadArgument),
-            _ => Ok(m.value),
-        })
-    }
-
-    /// The value of a counter or gauge by name.
-    pub fn metric(&self, name: &str) -> Option<u64> {
-        let s = self.lock();
-        s.metrics
-            .iter()
-            .find(|m| m.name == name && m.kind != MetricKind::Histogram)
-            .map(|m| m.value)
-    }
-
-    /// The samples recorded into a histogram, by name.
-    pub fn histogram(&self, name: &str) -> Option<Vec<u64>> {
-        let s = self.lock();
-        s.metrics
-            .iter()
-            .find(|m| m.name == name && m.kind == MetricKind::Histogram)
-            .map(|m| m.samples.clone())
-    }
-
-    /// Every metric as (name, kind, value or sample count).
-    pub fn metrics(&self) -> Vec<(String, MetricKind, u64)> {
-        let s = self.lock();
-        s.metrics
-            .iter()
-            .map(|m| {
-                let v = match m.kind {
-                    MetricKind::Histogram => m.samples.len() as u64,
-                    _ => m.value,
-                };
-                (m.name.clone(), m.kind, v)
-            })
-            .collect()
-    }
-}
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
     l.func_wrap(

@@ -3,10 +3,10 @@
 //! integers as 8-byte little-endian, booleans as one byte, maps in the
 //! header-map serialization.
 
-use super::context::{HostState, StreamData};
-use super::headers::Headers;
+use super::call::{finish, ENV};
 use super::memory::{self, Cx};
-use super::{finish, Status, ENV};
+use super::state::{Headers, HostState, StreamData};
+use super::status::Status;
 use wasmtime::Linker;
 
 /// Encodes a dotted path (`"request.path"`) the way the SDK sends it.

@@ -3,10 +3,10 @@
 //! `proxy_continue_response`, `proxy_clear_route_cache`, and
 //! `proxy_set_effective_context`.
 
-use super::context::{HostState, LocalReply};
-use super::headers::Headers;
+use super::call::{finish, Call, ENV};
 use super::memory::{self, Cx};
-use super::{finish, Call, Status, ENV};
+use super::state::{GuestLocalReply, Headers, HostState};
+use super::status::Status;
 use wasmtime::Linker;
 
 pub const STREAM_REQUEST: u32 = 0;
@@ -42,7 +42,7 @@ fn send_local_response(
     let s = c.data_mut().stream_mut().ok_or(Status::NotFound)?;
     // Only the first local reply reaches the client; Envoy ignores later ones.
     if s.local_reply.is_none() {
-        s.local_reply = Some(LocalReply {
+        s.local_reply = Some(GuestLocalReply {
             status,
             headers,
             body,

@@ -8,9 +8,7 @@ use anyhow::{anyhow, Result};
 use super::expect::{check, Observed};
 use super::file::Case;
 use super::load::{PreparedRequest, PreparedUpstream, Scenario};
-use crate::abi::callouts::CalloutReply;
-use crate::abi::context::PeerCert;
-use crate::abi::timers::Clock;
+use crate::abi::state::{CalloutReply, Clock, PeerCert};
 use crate::harness::{Request, RequestOutcome, Upstream, Vm};
 use crate::runtime::Plugin;
 

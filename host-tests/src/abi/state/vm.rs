@@ -1,11 +1,12 @@
-//! The per-VM host state (wasmtime store data) and the per-stream data the
-//! hostcalls read and write.
+//! The per-VM host state: the wasmtime store data of one VM instance, and
+//! the plugin and VM settings Envoy knows from its filter config.
 
-use super::callouts::{CalloutRequest, GrpcCallRequest};
+use super::callout::{CallResponse, CalloutRequest, GrpcCallRequest};
+use super::clock::Clock;
 use super::headers::Headers;
-use super::logging::{LogEntry, LogLevel};
-use super::shared_data::SharedStore;
-use super::timers::Clock;
+use super::log::{LogEntry, ProxyLogLevel};
+use super::shared_store::SharedStore;
+use super::stream::StreamData;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmtime::StoreLimits;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -21,7 +22,7 @@ pub struct VmSettings {
     pub plugin_configuration: Vec<u8>,
     /// Clusters an `http_call` may target; `None` accepts any.
     pub known_clusters: Option<HashSet<String>>,
-    pub log_level: LogLevel,
+    pub log_level: ProxyLogLevel,
 }
 
 impl Default for VmSettings {
@@ -33,91 +34,9 @@ impl Default for VmSettings {
             vm_configuration: Vec::new(),
             plugin_configuration: Vec::new(),
             known_clusters: None,
-            log_level: LogLevel::Trace,
+            log_level: ProxyLogLevel::Trace,
         }
     }
-}
-
-/// A peer certificate as Envoy's connection properties report it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerCert {
-    pub uri_san: String,
-    pub dns_san: String,
-    pub subject: String,
-}
-
-/// The downstream connection of a request stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Connection {
-    /// `ip:port`, as Envoy's `source.address`.
-    pub source: String,
-    pub destination: String,
-    pub protocol: String,
-    pub requested_server_name: String,
-    /// The verified client certificate when the connection is mTLS.
-    pub peer_cert: Option<PeerCert>,
-    pub id: u64,
-}
-
-impl Default for Connection {
-    fn default() -> Self {
-        Connection {
-            source: "203.0.113.10:40000".into(),
-            destination: "10.0.0.1:8443".into(),
-            protocol: "HTTP/1.1".into(),
-            requested_server_name: String::new(),
-            peer_cert: None,
-            id: 1,
-        }
-    }
-}
-
-/// A reply sent with `proxy_send_local_response`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u16,
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    /// `None` when the guest passed -1 (no gRPC status).
-    pub grpc_status: Option<i32>,
-    pub details: String,
-}
-
-/// One direction of a stream as the filter sees it: the live header map,
-/// the body buffer (what `proxy_get_buffer_bytes` returns) and trailers.
-#[derive(Debug, Clone, Default)]
-pub struct Flow {
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    pub trailers: Headers,
-    /// Whether this direction has started (response headers exist).
-    pub started: bool,
-}
-
-/// The data of one HTTP stream context.
-#[derive(Debug, Clone, Default)]
-pub struct StreamData {
-    pub request: Flow,
-    pub response: Flow,
-    pub connection: Connection,
-    pub local_reply: Option<LocalReply>,
-    /// `continue_stream` / `continue_request` requests, applied after the
-    /// current callback returns (Envoy defers them the same way).
-    pub continue_request: bool,
-    pub continue_response: bool,
-    pub closed: bool,
-    /// Values set with `proxy_set_property` on this stream, by encoded path.
-    pub properties: HashMap<Vec<u8>, Vec<u8>>,
-    pub route_cache_cleared: u32,
-}
-
-/// The body and maps of an HTTP callout reply, visible only while
-/// `proxy_on_http_call_response` runs.
-#[derive(Debug, Clone, Default)]
-pub struct CallResponse {
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    pub trailers: Headers,
 }
 
 /// Store data of one VM instance.
