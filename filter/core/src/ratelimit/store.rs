@@ -58,7 +58,7 @@ impl StoreError {
 /// One check's result: whether the token was taken, and the bucket as it
 /// stands afterwards (for the RateLimit fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub struct TakeOutcome {
     pub admitted: bool,
     pub state: BucketState,
     /// The key cap was reached and the overflow bucket decided.
@@ -80,8 +80,8 @@ pub struct RuleStore {
     params: BucketParams,
 }
 
-enum Attempt {
-    Decided(Outcome),
+enum CasAttempt {
+    Decided(TakeOutcome),
     ShardFull,
 }
 
@@ -108,22 +108,27 @@ impl RuleStore {
 
     /// Takes one token from the key's bucket, or from the overflow bucket
     /// when the key has none and its shard is at its share of the cap.
-    pub fn take(&self, key: &KeyHash, now: u64, host: &dyn Host) -> Result<Outcome, StoreError> {
+    pub fn take(
+        &self,
+        key: &KeyHash,
+        now: u64,
+        host: &dyn Host,
+    ) -> Result<TakeOutcome, StoreError> {
         let shard = self.shard_of(key);
         let shard_key = self.shard_key(shard);
         let capacity = self.shard_capacity(shard);
         let mut attempts = 0;
         match self.take_in(&shard_key, key, capacity, now, host, &mut attempts)? {
-            Attempt::Decided(outcome) => Ok(outcome),
-            Attempt::ShardFull => {
+            CasAttempt::Decided(outcome) => Ok(outcome),
+            CasAttempt::ShardFull => {
                 let overflow_key = self.overflow_key();
                 match self.take_in(&overflow_key, &OVERFLOW_HASH, 1, now, host, &mut attempts)? {
-                    Attempt::Decided(outcome) => Ok(Outcome {
+                    CasAttempt::Decided(outcome) => Ok(TakeOutcome {
                         overflow: true,
                         ..outcome
                     }),
                     // The overflow key holds one entry only, ever.
-                    Attempt::ShardFull => Err(StoreError::Corrupt),
+                    CasAttempt::ShardFull => Err(StoreError::Corrupt),
                 }
             }
         }
@@ -137,7 +142,7 @@ impl RuleStore {
         now: u64,
         host: &dyn Host,
         attempts: &mut usize,
-    ) -> Result<Attempt, StoreError> {
+    ) -> Result<CasAttempt, StoreError> {
         while *attempts < MAX_CAS_ATTEMPTS {
             *attempts += 1;
             let read = host.shared_get(shard_key);
@@ -150,7 +155,7 @@ impl RuleStore {
                 Some(index) => index,
                 None => match self.make_room(&mut entries, key, capacity, now) {
                     Some(index) => index,
-                    None => return Ok(Attempt::ShardFull),
+                    None => return Ok(CasAttempt::ShardFull),
                 },
             };
             let Some(entry) = entries.get_mut(index) else {
@@ -161,7 +166,7 @@ impl RuleStore {
                 // Nothing taken: no write, so refusals under a flood cost
                 // one read and never contend.
                 Take::Refused(current) => {
-                    return Ok(Attempt::Decided(Outcome {
+                    return Ok(CasAttempt::Decided(TakeOutcome {
                         admitted: false,
                         state: current,
                         overflow: false,
@@ -171,7 +176,7 @@ impl RuleStore {
             entry.state = next;
             match host.shared_set(shard_key, &encode(&entries), Some(cas)) {
                 Ok(()) => {
-                    return Ok(Attempt::Decided(Outcome {
+                    return Ok(CasAttempt::Decided(TakeOutcome {
                         admitted: true,
                         state: next,
                         overflow: false,
