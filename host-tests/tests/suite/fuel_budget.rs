@@ -3,7 +3,7 @@
 //! token, fixed request — so a budget per request catches a performance
 //! regression in CI without timing anything. Budgets carry ~20% headroom
 //! over the figures measured when they were set; the figures are printed
-//! (`cargo test -p citygate-host --test fuel_budget -- --nocapture`).
+//! (`cargo test -p citygate-host --test suite fuel_budget:: -- --nocapture`).
 //!
 //! Each configuration adds one stage to the previous one, ending with the
 //! gateway benchmark's citygate (envoy/bench/citygate-bench.json): the
