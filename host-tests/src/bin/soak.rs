@@ -23,17 +23,17 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use citygate_host::cli::{read_env_file, unix_now};
 use citygate_host::demo_api::DemoApi;
-use citygate_host::envoy::{EnvoyProcess, Gateway};
+use citygate_host::envoy::{process_rss_kib, EnvoyProcess, Gateway, Metrics};
 use citygate_host::scenario::credentials::{Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use clap::Parser;
@@ -298,7 +298,7 @@ fn run(args: Args) -> Result<bool> {
         gateway = gateway.env(name, value);
     }
     let envoy = EnvoyProcess::start(&gateway)?;
-    let pid = envoy_pid(envoy.run_dir())?;
+    let pid = envoy.pid();
     eprintln!(
         "soak: Envoy pid {pid}, {} workers, {} requests over {} connections, {} subjects, key cap {}",
         args.workers,
@@ -320,7 +320,7 @@ fn run(args: Args) -> Result<bool> {
         let (done, stop, samples) = (done.clone(), stop.clone(), samples.clone());
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(rss_kib) = rss_kib(pid) {
+                if let Ok(rss_kib) = process_rss_kib(pid) {
                     let sample = Sample {
                         seconds: started.elapsed().as_secs_f64(),
                         done: done.load(Ordering::Relaxed),
@@ -360,7 +360,7 @@ fn run(args: Args) -> Result<bool> {
                 "soak: {n} requests in {:.0} s ({:.0}/s), RSS {} KiB",
                 started.elapsed().as_secs_f64(),
                 n as f64 / started.elapsed().as_secs_f64(),
-                rss_kib(pid).unwrap_or(0)
+                process_rss_kib(pid).unwrap_or(0)
             );
         }
     }
@@ -371,11 +371,11 @@ fn run(args: Args) -> Result<bool> {
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
 
-    let stats = envoy.stats_prometheus()?;
+    let metrics = envoy.metrics()?;
     let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let sent = done.load(Ordering::Relaxed);
-    let report = Report::new(&args, sent, elapsed, &tally, &samples, &stats);
+    let report = Report::new(&args, sent, elapsed, &tally, &samples, &metrics);
     println!("{}", report.markdown());
     let figures = report.json();
     if let Some(path) = &args.json {
@@ -499,53 +499,6 @@ fn send(
     Ok((status, body))
 }
 
-/// The Envoy process of this run: the one whose command line names its run
-/// directory (its bootstrap lives there).
-fn envoy_pid(run_dir: &Path) -> Result<u32> {
-    let needle = run_dir.to_string_lossy().into_owned();
-    for entry in fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&needle) && cmdline.contains("--config-path") {
-            return Ok(pid);
-        }
-    }
-    bail!("no process runs Envoy from {needle}")
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A counter's value in `/stats/prometheus`.
-fn counter(stats: &str, name: &str) -> Option<u64> {
-    stats.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            return None;
-        }
-        rest.rsplit(' ').next()?.trim().parse().ok()
-    })
-}
-
 struct Report {
     requests: u64,
     planned: u64,
@@ -578,7 +531,7 @@ impl Report {
         seconds: f64,
         tally: &Tally,
         samples: &[Sample],
-        stats: &str,
+        metrics: &Metrics,
     ) -> Report {
         let mut by_status = BTreeMap::new();
         for ((_, status), n) in &tally.statuses {
@@ -625,8 +578,8 @@ impl Report {
                 .step_by(samples.len().div_ceil(40).max(1))
                 .map(|s| (s.seconds, s.done, s.rss_kib))
                 .collect(),
-            overflow: counter(stats, "citygate_ratelimit_overflow").unwrap_or(0),
-            limited: counter(stats, "citygate_ratelimit_limited").unwrap_or(0),
+            overflow: metrics.value("citygate_ratelimit_overflow"),
+            limited: metrics.value("citygate_ratelimit_limited"),
             max_keys: args.max_keys,
             subjects: args.subjects,
             workers: args.workers,

@@ -225,11 +225,6 @@ impl EnvoyProcess {
         self.admin.get(path)
     }
 
-    /// The admin `/stats/prometheus` page.
-    pub fn stats_prometheus(&self) -> Result<String> {
-        self.admin.get("/stats/prometheus")
-    }
-
     /// The admin `/stats/prometheus` page, parsed.
     pub fn metrics(&self) -> Result<Metrics> {
         self.admin.metrics()

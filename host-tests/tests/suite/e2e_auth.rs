@@ -103,20 +103,6 @@ impl Rig {
         self.api.count(JWKS_PATH)
     }
 
-    fn stat(&self, name: &str) -> Result<u64> {
-        let stats = self.envoy.stats_prometheus()?;
-        Ok(stats
-            .lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?;
-                if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                    return None;
-                }
-                rest.rsplit(' ').next()?.trim().parse().ok()
-            })
-            .unwrap_or(0))
-    }
-
     fn log_tail(&self) -> String {
         let log = self.envoy.log();
         let lines: Vec<&str> = log.lines().collect();
@@ -181,9 +167,9 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
         JwksMode::Unavailable,
     )?;
     eventually("a failed first fetch", || {
-        Ok((rig.stat("citygate_jwks_fetch_failed")? >= 1).then_some(()))
+        Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? >= 1).then_some(()))
     })?;
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, 0);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, 0);
     let citizen = rig.token("citizen", Tamper::None)?;
     let request = {
         let url = rig.envoy.url("/v2/entities");
@@ -203,7 +189,7 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
     rig.api.jwks().set_mode(JwksMode::Serve);
     let status = request.join().expect("the request thread")?;
     assert_eq!(status, 200, "{}", rig.log_tail());
-    assert_eq!(rig.stat("citygate_auth_unavailable")?, 0);
+    assert_eq!(rig.envoy.metric("citygate_auth_unavailable")?, 0);
     assert_eq!(
         rig.upstream_header("/v2/entities", "x-citygate-subject")
             .as_deref(),
@@ -229,7 +215,7 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
         assert_eq!(upstream.header("x-citygate-auth-kind"), Some("jwt"));
     }
     // One successful fetch for the whole process, not one per worker.
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, 1);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, 1);
     rig.assert_no_secret_logged()
 }
 
@@ -246,10 +232,9 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
     rig.api.jwks().set_mode(JwksMode::Unavailable);
     let before = rig.jwks_fetches();
     eventually("two failed refreshes", || {
-        Ok(
-            (rig.jwks_fetches() >= before + 2 && rig.stat("citygate_jwks_fetch_failed")? >= 2)
-                .then_some(()),
-        )
+        Ok((rig.jwks_fetches() >= before + 2
+            && rig.envoy.metric("citygate_jwks_fetch_failed")? >= 2)
+            .then_some(()))
     })?;
     for name in ["citizen", "citizen-bernd", "analyst", "citizen-ps256"] {
         let token = rig.token(name, Tamper::None)?;
@@ -263,12 +248,12 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
         );
     }
     rig.api.jwks().set_mode(JwksMode::Garbage);
-    let fetched = rig.stat("citygate_jwks_fetched")?;
-    let failed = rig.stat("citygate_jwks_fetch_failed")?;
+    let fetched = rig.envoy.metric("citygate_jwks_fetched")?;
+    let failed = rig.envoy.metric("citygate_jwks_fetch_failed")?;
     eventually("a garbage key set refused", || {
-        Ok((rig.stat("citygate_jwks_fetch_failed")? > failed).then_some(()))
+        Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? > failed).then_some(()))
     })?;
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, fetched);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, fetched);
     let analyst = rig.token("analyst", Tamper::None)?;
     assert_eq!(rig.bearer("/v2/entities", &analyst)?.status, 200);
     let log = rig.envoy.log();
@@ -328,7 +313,7 @@ fn without_keys_a_request_gets_503_after_max_wait_and_never_reaches_the_upstream
     let problem = reply.json()?;
     assert_eq!(problem["type"], "urn:citygate:problem:keys-unavailable");
     assert_eq!(rig.api.count("/v2/entities"), 0);
-    assert_eq!(rig.stat("citygate_auth_unavailable")?, 1);
+    assert_eq!(rig.envoy.metric("citygate_auth_unavailable")?, 1);
     assert!(rig.jwks_fetches() >= 1);
     // API keys do not depend on the identity provider.
     let key = rig.credentials.api_key("parking-app")?.to_string();

@@ -51,22 +51,6 @@ fn city_gateway(wasm: &Path, upstream_port: u16, jwks_port: u16) -> Result<Gatew
     Ok(gateway)
 }
 
-/// A Prometheus counter of Envoy's admin (0 when not there yet).
-fn counter(envoy: &EnvoyProcess, name: &str) -> Result<u64> {
-    let stats = envoy.stats_prometheus()?;
-    Ok(stats
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            rest.rsplit(' ').next()?.trim().parse::<u64>().ok()
-        })
-        .sum())
-}
-
 fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -119,7 +103,7 @@ fn without_keys(mode: JwksMode) -> Result<(EnvoyProcess, DemoApi)> {
         0,
         "an unverified token went upstream"
     );
-    assert!(counter(&envoy, "citygate_auth_unavailable")? >= 1);
+    assert!(envoy.metric("citygate_auth_unavailable")? >= 1);
 
     let open = envoy.get("/v2/entities?type=ParkingSpot", &[])?;
     assert_eq!(open.status, 200, "{}", open.body);
@@ -131,8 +115,8 @@ fn without_keys(mode: JwksMode) -> Result<(EnvoyProcess, DemoApi)> {
 #[test]
 fn jwks_endpoint_down_gives_503_never_an_unauthenticated_pass() -> Result<()> {
     let (envoy, _api) = without_keys(JwksMode::Unavailable)?;
-    assert!(counter(&envoy, "citygate_jwks_fetch_failed")? >= 1);
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert!(envoy.metric("citygate_jwks_fetch_failed")? >= 1);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     assert!(envoy
         .log()
         .contains("JWKS fetch through cluster `jwks` failed (status 503)"));
@@ -144,9 +128,9 @@ fn jwks_endpoint_slower_than_its_timeout_gives_503() -> Result<()> {
     // The pack waits 3 s for keys and times a fetch out after 2 s.
     let (envoy, _api) = without_keys(JwksMode::Slow(Duration::from_secs(30)))?;
     eventually("the timed-out fetch counted", || {
-        Ok((counter(&envoy, "citygate_jwks_fetch_failed")? >= 1).then_some(()))
+        Ok((envoy.metric("citygate_jwks_fetch_failed")? >= 1).then_some(()))
     })?;
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     // Envoy answers a timed-out callout with its own 504.
     assert!(envoy.log().contains("failed (status 504)"));
     Ok(())
@@ -155,8 +139,8 @@ fn jwks_endpoint_slower_than_its_timeout_gives_503() -> Result<()> {
 #[test]
 fn jwks_endpoint_answering_garbage_gives_503_and_the_garbage_is_not_logged() -> Result<()> {
     let (envoy, _api) = without_keys(JwksMode::Garbage)?;
-    assert!(counter(&envoy, "citygate_jwks_fetch_failed")? >= 1);
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert!(envoy.metric("citygate_jwks_fetch_failed")? >= 1);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     let log = envoy.log();
     assert!(log.contains("JWKS fetch through cluster `jwks` failed (status 200)"));
     assert!(
@@ -178,7 +162,7 @@ fn jwks_endpoint_resetting_mid_reply_gives_503_and_the_gateway_survives_it() -> 
     )?;
     let envoy = EnvoyProcess::start(&city_gateway(&wasm, api.port, jwks.port)?)?;
     eventually("two failed fetches", || {
-        Ok((counter(&envoy, "citygate_jwks_fetch_failed")? >= 2).then_some(()))
+        Ok((envoy.metric("citygate_jwks_fetch_failed")? >= 2).then_some(()))
     })
     .with_context(|| log_tail(&envoy))?;
     let token = credentials()?.mint("citizen", Tamper::None, unix_now())?;
@@ -296,12 +280,10 @@ fn an_upstream_resetting_mid_body_never_leaks_the_part_it_sent() -> Result<()> {
             Err(error) => assert!(!format!("{error:#}").contains(EMAIL)),
         }
         // What tells the operator: Envoy's upstream reset counters.
-        let resets = counter(
-            &envoy,
-            "envoy_cluster_upstream_cx_destroy_remote_with_active_rq",
-        )? + counter(&envoy, "envoy_cluster_upstream_rq_rx_reset")?;
+        let resets = envoy.metric("envoy_cluster_upstream_cx_destroy_remote_with_active_rq")?
+            + envoy.metric("envoy_cluster_upstream_rq_rx_reset")?;
         assert!(resets >= 1, "{head}: no upstream reset counted");
-        assert_eq!(counter(&envoy, "citygate_redaction_responses")?, 0);
+        assert_eq!(envoy.metric("citygate_redaction_responses")?, 0);
     }
     Ok(())
 }
@@ -328,13 +310,13 @@ fn a_policy_that_exceeds_its_evaluation_bound_denies_with_403() -> Result<()> {
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert_eq!(problem_type(&reply)?, "urn:citygate:problem:policy-denied");
     assert_eq!(api.count("/public"), 0);
-    assert_eq!(counter(&envoy, "citygate_policy_error")?, 1);
+    assert_eq!(envoy.metric("citygate_policy_error")?, 1);
     assert!(envoy
         .log()
         .contains("route public: request denied: policy evaluation exceeded its time budget"));
     // The gateway keeps serving: the next request is judged again, alike.
     assert_eq!(envoy.get("/public/map", &[])?.status, 403);
-    assert_eq!(counter(&envoy, "citygate_policy_error")?, 2);
+    assert_eq!(envoy.metric("citygate_policy_error")?, 2);
     Ok(())
 }
 

@@ -384,15 +384,8 @@ fn envoy_serves_minimized_bodies_and_never_the_original_bytes() -> Result<()> {
     assert!(!wire.head.contains("x-powered-by"), "{}", wire.head);
     assert!(wire.body.is_empty());
 
-    let stats = envoy.stats_prometheus()?;
-    let counter = |name: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let stats = envoy.metrics()?;
+    let counter = |name: &str| stats.value(name);
     assert_eq!(counter("citygate_redaction_responses"), 2, "{stats}");
     // Five refusals of citygate's; the truncated body is Envoy's own
     // upstream-reset reply (the filter never sees that stream end).
