@@ -84,7 +84,7 @@ impl EvalRequest {
 
     /// Expands `{{jwt:…}}` / `{{api_key:…}}` in the path, headers and body.
     pub fn expanded(mut self, credentials: Option<&Credentials>) -> Result<Self> {
-        let now = crate::cli::unix_now();
+        let now = crate::scenario::credentials::unix_now();
         self.path = expand(&self.path, credentials, now)?;
         for (_, value) in &mut self.headers {
             *value = expand(value, credentials, now)?;

@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use citygate_host::cli::read_env_file;
+use citygate_host::env_file::read_env_file;
 use citygate_host::scenario::credentials::{Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use citygate_host::{CalloutReply, Plugin, Request, RequestOutcome, Upstream, Vm};

@@ -15,10 +15,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use citygate_host::cli::unix_now;
 use citygate_host::demo_api::{DemoApi, JwksMode, ScriptedReply};
 use citygate_host::envoy::{EnvoyProcess, Gateway, HttpReply};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::Value;
 

@@ -15,10 +15,10 @@ use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use citygate_host::cli::{read_env_file, unix_now};
 use citygate_host::demo_api::{DemoApi, JwksMode, ScriptedReply};
+use citygate_host::env_file::read_env_file;
 use citygate_host::envoy::{free_port, EnvoyConfig, EnvoyProcess, Gateway, HttpReply, Launch};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::{json, Value};
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use citygate_host::cli::{read_env_file, unix_now, CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
+use citygate_host::cli::{CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
 use citygate_host::demo_api::{DemoApi, ScriptedReply};
+use citygate_host::env_file::read_env_file;
 use citygate_host::envoy::{EnvoyProcess, Gateway};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::json;
 

@@ -219,7 +219,7 @@ fn start() -> Result<(RawUpstream, EnvoyProcess)> {
         std::fs::read_to_string(workspace_root().join("policies/config/city-gateway.json"))?;
     let mut gateway = Gateway::new(filter_wasm()?, config, upstream.port);
     for (name, value) in
-        citygate_host::cli::read_env_file(&workspace_root().join("policies/config/demo.env"))?
+        citygate_host::env_file::read_env_file(&workspace_root().join("policies/config/demo.env"))?
     {
         gateway = gateway.env(name, value);
     }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use citygate_host::cli::{read_env_file, CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
+use citygate_host::cli::{CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
+use citygate_host::env_file::read_env_file;
 use citygate_host::eval::{evaluate, EvalRequest, Evaluation, Outcome, RemoteKeys};
 use citygate_host::scenario::credentials::Credentials;
 use citygate_host::wasm_build::workspace_root;

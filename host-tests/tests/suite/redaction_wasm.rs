@@ -43,7 +43,7 @@ fn credentials() -> Credentials {
 }
 
 fn env() -> Vec<(String, String)> {
-    citygate_host::cli::read_env_file(&workspace_root().join("policies/config/demo.env"))
+    citygate_host::env_file::read_env_file(&workspace_root().join("policies/config/demo.env"))
         .expect("demo.env")
         .into_iter()
         .collect()

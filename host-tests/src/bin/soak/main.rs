@@ -34,10 +34,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use citygate_host::cli::{read_env_file, unix_now};
 use citygate_host::demo_api::DemoApi;
+use citygate_host::env_file::read_env_file;
 use citygate_host::envoy::{process_rss_kib, EnvoyProcess, Gateway};
-use citygate_host::scenario::credentials::Credentials;
+use citygate_host::scenario::credentials::{unix_now, Credentials};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use clap::Parser;
 use serde_json::{json, Value};

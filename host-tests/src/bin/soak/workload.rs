@@ -6,7 +6,7 @@
 use std::sync::RwLock;
 
 use anyhow::{Context, Result};
-use citygate_host::cli::read_env_file;
+use citygate_host::env_file::read_env_file;
 use citygate_host::scenario::credentials::{Credentials, Tamper};
 use citygate_host::wasm_build::workspace_root;
 use serde_json::json;
