@@ -12,14 +12,16 @@
 
 use std::path::Path;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use citygate_host::demo_api::{DemoApi, JwksMode, ScriptedReply};
 use citygate_host::envoy::{EnvoyProcess, Gateway, HttpReply};
 use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::Value;
+
+use crate::support::{bearer, demo_credentials, eventually, log_tail};
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 const PUBLISHED: [&str; 4] = [
@@ -31,10 +33,6 @@ const PUBLISHED: [&str; 4] = [
 /// Upper bound for conditions that need Envoy's ticks to pass (a loaded
 /// machine is slow); the tests wait for conditions, never for durations.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn credentials() -> Result<Credentials> {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-}
 
 /// The auth scenario's configuration with the remote key settings changed.
 fn config(remote: &[(&str, u64)]) -> Result<String> {
@@ -61,7 +59,7 @@ struct Rig {
 
 impl Rig {
     fn start(config: String, jwks_kids: &[&str], mode: JwksMode) -> Result<Self> {
-        let credentials = credentials()?;
+        let credentials = demo_credentials();
         let api = DemoApi::start_with_jwks(credentials.jwks("city-idp", Some(jwks_kids))?)?;
         api.jwks().set_mode(mode);
         // Every path answers 200 {} (the JWKS excepted).
@@ -94,8 +92,7 @@ impl Rig {
     }
 
     fn bearer(&self, path: &str, token: &str) -> Result<HttpReply> {
-        self.envoy
-            .get(path, &[("authorization", &format!("Bearer {token}"))])
+        self.envoy.get(path, &[("authorization", &bearer(token))])
     }
 
     fn jwks_fetches(&self) -> usize {
@@ -103,9 +100,7 @@ impl Rig {
     }
 
     fn log_tail(&self) -> String {
-        let log = self.envoy.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.envoy, 40)
     }
 
     /// The upstream's copy of the last request to `path`.
@@ -138,20 +133,6 @@ impl Rig {
     }
 }
 
-/// Retries `probe` until it yields a value, within [`PATIENCE`].
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe()? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("gave up waiting: {what}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
 fn www_authenticate(reply: &HttpReply) -> &str {
     reply.header("www-authenticate").unwrap_or_default()
 }
@@ -165,14 +146,14 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
         &PUBLISHED,
         JwksMode::Unavailable,
     )?;
-    eventually("a failed first fetch", || {
+    eventually(PATIENCE, "a failed first fetch", || {
         Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? >= 1).then_some(()))
     })?;
     assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, 0);
     let citizen = rig.token("citizen", Tamper::None)?;
     let request = {
         let url = rig.envoy.url("/v2/entities");
-        let header = format!("Bearer {citizen}");
+        let header = bearer(&citizen);
         std::thread::spawn(move || {
             ureq::get(&url)
                 .header("authorization", &header)
@@ -230,7 +211,7 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
     assert_eq!(rig.bearer("/v2/entities", &citizen)?.status, 200);
     rig.api.jwks().set_mode(JwksMode::Unavailable);
     let before = rig.jwks_fetches();
-    eventually("two failed refreshes", || {
+    eventually(PATIENCE, "two failed refreshes", || {
         Ok((rig.jwks_fetches() >= before + 2
             && rig.envoy.metric("citygate_jwks_fetch_failed")? >= 2)
             .then_some(()))
@@ -249,7 +230,7 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
     rig.api.jwks().set_mode(JwksMode::Garbage);
     let fetched = rig.envoy.metric("citygate_jwks_fetched")?;
     let failed = rig.envoy.metric("citygate_jwks_fetch_failed")?;
-    eventually("a garbage key set refused", || {
+    eventually(PATIENCE, "a garbage key set refused", || {
         Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? > failed).then_some(()))
     })?;
     assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, fetched);
@@ -282,7 +263,7 @@ fn a_rotated_key_is_accepted_after_the_unknown_kid_refetch() -> Result<()> {
         r#"Bearer realm="city-api", error="invalid_token", error_description="the token was signed with an unknown key""#
     );
     // The client retries; within a few seconds the refetch has the key.
-    eventually("the rotated token accepted", || {
+    eventually(PATIENCE, "the rotated token accepted", || {
         let reply = rig.bearer("/v2/entities", &rotated)?;
         Ok((reply.status == 200).then_some(()))
     })?;
@@ -400,7 +381,7 @@ fn forged_tokens_and_bad_keys_are_refused_and_no_log_holds_a_credential() -> Res
     let reply = rig.envoy.get(
         "/v2/entities",
         &[
-            ("authorization", &format!("Bearer {token}")),
+            ("authorization", &bearer(&token)),
             ("x-citygate-subject", "emergency-admin"),
             ("x-citygate-roles", "emergency-services"),
             ("x-citygate-client-id", "dispatch-console"),
@@ -422,7 +403,7 @@ fn forged_tokens_and_bad_keys_are_refused_and_no_log_holds_a_credential() -> Res
     }
     // …and the access log has every request (it is flushed periodically).
     let access_log = rig.envoy.run_dir().join("access.log");
-    eventually("the access log flushed", || {
+    eventually(PATIENCE, "the access log flushed", || {
         Ok((lines(&access_log) >= forged.len() + 5).then_some(()))
     })?;
     rig.assert_no_secret_logged()

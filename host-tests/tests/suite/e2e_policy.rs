@@ -17,6 +17,8 @@ use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::json;
 
+use crate::support::bearer;
+
 /// Bound for conditions that need Envoy to flush its log; the tests wait
 /// for conditions, never for durations.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -83,7 +85,7 @@ fn time_now_ns_in_envoy_is_the_real_clock() -> Result<()> {
     });
     let envoy = EnvoyProcess::start(&Gateway::new(filter_wasm()?, config.to_string(), api.port))?;
 
-    let valid = format!("Bearer {}", unsigned_token(unix_now() + 600));
+    let valid = bearer(&unsigned_token(unix_now() + 600));
     let before = unix_nanos();
     let reply = envoy.get("/people", &[("authorization", &valid)])?;
     let after = unix_nanos();
@@ -97,7 +99,7 @@ fn time_now_ns_in_envoy_is_the_real_clock() -> Result<()> {
         "time.now_ns() = {now}, outside the request's [{before}, {after}]"
     );
 
-    let expired = format!("Bearer {}", unsigned_token(unix_now() - 600));
+    let expired = bearer(&unsigned_token(unix_now() - 600));
     let reply = envoy.get("/people", &[("authorization", &expired)])?;
     assert_eq!(reply.status, 403, "{}", reply.body);
     Ok(())
@@ -121,7 +123,6 @@ fn the_emergency_reason_is_logged_and_the_policy_input_never_is() -> Result<()> 
 
     let emergency = credentials.mint("emergency", Tamper::None, unix_now())?;
     let citizen = credentials.mint("citizen", Tamper::None, unix_now())?;
-    let bearer = |token: &str| format!("Bearer {token}");
 
     let reason = "fire at Main St 5, unit 7";
     let reply = envoy.get(

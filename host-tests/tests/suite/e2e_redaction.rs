@@ -19,6 +19,8 @@ use citygate_host::envoy::{EnvoyProcess, Gateway};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::Value;
 
+use crate::support::{demo_env, gzip};
+
 const PATH: &str = "/v2/entities?type=ParkingSpot&options=keyValues";
 const MIB: usize = 1024 * 1024;
 /// Planted in `policies/scenarios/data/parking-spots.v2-keyvalues.json`.
@@ -207,20 +209,12 @@ fn payload() -> Vec<u8> {
         .expect("payload")
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
 fn start() -> Result<(RawUpstream, EnvoyProcess)> {
     let upstream = RawUpstream::start()?;
     let config =
         std::fs::read_to_string(workspace_root().join("policies/config/city-gateway.json"))?;
     let mut gateway = Gateway::new(filter_wasm()?, config, upstream.port);
-    for (name, value) in
-        citygate_host::env_file::read_env_file(&workspace_root().join("policies/config/demo.env"))?
-    {
+    for (name, value) in demo_env() {
         gateway = gateway.env(name, value);
     }
     let envoy = EnvoyProcess::start(&gateway)?;
