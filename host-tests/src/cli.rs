@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::env_file::read_env_file;
 use crate::runtime::Plugin;
-use crate::scenario::credentials::Tamper;
+use crate::scenario::credentials::{unix_now, Tamper};
 use crate::scenario::{find_scenarios, run_scenario, CaseResult, Scenario, WasmTarget};
 
 /// Demo credentials (DEMO ONLY), relative to the workspace root.
@@ -44,38 +45,6 @@ pub fn schema_text() -> Result<String> {
 
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// `NAME=VALUE` pairs.
-pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("`{pair}` is not NAME=VALUE"))
-        })
-        .collect()
-}
-
-/// Reads a `NAME=VALUE` per line file (`#` comments).
-pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let lines: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    parse_env(&lines)
 }
 
 /// Loads the config into the real .wasm. `Ok(Err(line))` is a rejected

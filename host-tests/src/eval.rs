@@ -84,7 +84,7 @@ impl EvalRequest {
 
     /// Expands `{{jwt:…}}` / `{{api_key:…}}` in the path, headers and body.
     pub fn expanded(mut self, credentials: Option<&Credentials>) -> Result<Self> {
-        let now = crate::cli::unix_now();
+        let now = crate::scenario::credentials::unix_now();
         self.path = expand(&self.path, credentials, now)?;
         for (_, value) in &mut self.headers {
             *value = expand(value, credentials, now)?;
@@ -151,12 +151,14 @@ pub struct Evaluation {
     /// Wall-clock time of the policy evaluation (natively, this process).
     pub eval_micros: Option<u64>,
     /// What the gateway does: `forwarded`, or the local reply's status.
-    pub outcome: Outcome,
+    pub outcome: GatewayAction,
 }
 
+/// What the gateway does with the request: forwards it upstream (as
+/// changed) or answers it itself.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum Outcome {
+pub enum GatewayAction {
     Forwarded {
         /// Headers set on and removed from the request upstream receives.
         set_headers: Vec<(String, String)>,
@@ -258,7 +260,7 @@ pub fn evaluate(
                 eval_micros: decision.as_ref().map(|d| d.eval_micros),
                 decision: decision.as_ref().map(decision_json),
                 redaction_profiles: profiles,
-                outcome: Outcome::Forwarded {
+                outcome: GatewayAction::Forwarded {
                     set_headers: forwarded.edits.set_headers,
                     remove_headers: forwarded.edits.remove_headers,
                     path: forwarded.edits.path,
@@ -331,9 +333,9 @@ fn last_decision_line(host: &EvalHost) -> Option<Value> {
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
 }
 
-fn answered(reply: citygate_core::http::LocalReply, host: &EvalHost) -> Outcome {
+fn answered(reply: citygate_core::http::LocalReply, host: &EvalHost) -> GatewayAction {
     let line = last_decision_line(host);
-    Outcome::Answered {
+    GatewayAction::Answered {
         status: reply.status,
         stage: line.as_ref().and_then(|l| text(l, "stage")),
         reason: line.as_ref().and_then(|l| text(l, "reason")),
@@ -430,8 +432,8 @@ pub fn render(evaluation: &Evaluation) -> Result<String> {
         }
     ));
     match &evaluation.outcome {
-        Outcome::Forwarded { .. } => line("result:     forwarded upstream".into()),
-        Outcome::Answered {
+        GatewayAction::Forwarded { .. } => line("result:     forwarded upstream".into()),
+        GatewayAction::Answered {
             status,
             stage,
             reason,

@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod bundle;
 pub mod cli;
 pub mod demo_api;
+pub mod env_file;
 pub mod envoy;
 pub mod eval;
 pub mod package;

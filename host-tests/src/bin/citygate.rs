@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use citygate_host::cli;
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
+use citygate_host::{cli, env_file};
 
 #[derive(Parser)]
 #[command(
@@ -231,10 +231,10 @@ fn run(args: Cli) -> Result<ExitCode> {
             let json = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
             let mut vm_env = match env_file {
-                Some(file) => cli::read_env_file(&cli::resolve(&file))?,
+                Some(file) => env_file::read_env_file(&cli::resolve(&file))?,
                 None => Default::default(),
             };
-            vm_env.extend(cli::parse_env(&env)?);
+            vm_env.extend(env_file::parse_env(&env)?);
             let env = vm_env;
             match cli::check_config(&wasm(args.wasm)?, &json, &env)? {
                 Ok(summary) => {
@@ -275,7 +275,7 @@ fn run(args: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mint { what } => {
-            let now = cli::unix_now();
+            let now = unix_now();
             let value = match what {
                 MintWhat::Jwt {
                     name,
@@ -355,10 +355,10 @@ fn eval(args: &EvalArgs) -> Result<ExitCode> {
     let config = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
     let mut env = match &args.env_file {
-        Some(file) => cli::read_env_file(&cli::resolve(file))?,
+        Some(file) => env_file::read_env_file(&cli::resolve(file))?,
         None => Default::default(),
     };
-    env.extend(cli::parse_env(&args.env)?);
+    env.extend(env_file::parse_env(&args.env)?);
     let credentials = Credentials::load(&cli::resolve(&args.credentials)).ok();
     let request = match &args.request {
         Some(file) => EvalRequest::from_file(&cli::resolve(file), credentials.as_ref())?,
@@ -432,7 +432,7 @@ fn package_envoy(wasm: &std::path::Path, args: &PackageArgs) -> Result<()> {
         wasm: wasm.to_path_buf(),
         out: args.out.clone(),
         plugin_config,
-        secrets: cli::read_env_file(&cli::resolve(&args.env_file))?,
+        secrets: env_file::read_env_file(&cli::resolve(&args.env_file))?,
         certs: args.certs.clone(),
         city_api: upstream(&args.upstream, &args.upstream_tls_ca)?,
         jwks: upstream(
@@ -446,7 +446,7 @@ fn package_envoy(wasm: &std::path::Path, args: &PackageArgs) -> Result<()> {
             admin: args.admin_port,
         },
         device_uri_prefix: args.device_uri_prefix.clone(),
-        version: cli::unix_now().to_string(),
+        version: unix_now().to_string(),
     };
     let written = citygate_host::package::write_envoy_dir(&package)?;
     eprintln!("citygate: wrote the Envoy gateway {}", args.out.display());

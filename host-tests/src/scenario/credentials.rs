@@ -11,6 +11,15 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+/// The wall clock in Unix seconds: the `now` to mint demo tokens at for a
+/// real Envoy and for the CLI (a wasmtime VM has a clock of its own).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsFile {
@@ -206,7 +215,8 @@ impl Credentials {
         Ok(serde_json::json!({ "keys": keys }))
     }
 
-    /// Mints the named demo token at `now` (Unix seconds), damaged as asked.
+    /// Mints the named demo token at `now` (Unix seconds, e.g.
+    /// [`unix_now`]), damaged as asked.
     pub fn mint(&self, name: &str, tamper: Tamper, now: i64) -> Result<String> {
         let token = self
             .file

@@ -123,7 +123,7 @@ impl Target for EnvoyTarget {
     }
 
     fn now_unix(&self) -> i64 {
-        crate::cli::unix_now()
+        super::credentials::unix_now()
     }
 
     fn label(&self) -> &'static str {

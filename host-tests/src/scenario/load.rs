@@ -35,7 +35,7 @@ impl Scenario {
             None => None,
         };
         let mut env = match &file.env_file {
-            Some(p) => crate::cli::read_env_file(&dir.join(p))?,
+            Some(p) => crate::env_file::read_env_file(&dir.join(p))?,
             None => Default::default(),
         };
         env.extend(file.env.clone());

@@ -9,33 +9,30 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use citygate_host::cli::read_env_file;
-use citygate_host::scenario::credentials::{Credentials, Tamper};
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{CalloutReply, Plugin, Request, RequestOutcome, Upstream, Vm};
+use anyhow::Result;
+use citygate_host::scenario::credentials::Tamper;
+use citygate_host::wasm_build::workspace_root;
+use citygate_host::{CalloutReply, Request, Upstream, Vm};
 use serde_json::json;
+
+use crate::support::{
+    demo_credentials, demo_env, get_with_bearer, metric, plugin, send_with, vm_now, with_bearer,
+    Answer,
+};
 
 const EMAIL: &str = "erika@example.org";
 const NAME: &str = "Mustermann";
-
-fn plugin() -> Plugin {
-    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(workspace_root().join(path)).expect("a file of the policy pack")
 }
 
-fn credentials() -> Credentials {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-        .expect("the demo credentials")
-}
-
 /// The city pack as deployed, its JWKS served, keys fetched.
 fn city_pack() -> Vm {
-    let env = read_env_file(&workspace_root().join("policies/config/demo.env")).expect("demo.env");
-    let jwks = credentials().jwks("city-idp", None).expect("the demo JWKS");
+    let env = demo_env();
+    let jwks = demo_credentials()
+        .jwks("city-idp", None)
+        .expect("the demo JWKS");
     let mut builder = plugin()
         .vm()
         .config(read("policies/config/city-gateway.json"))
@@ -67,47 +64,6 @@ fn ratelimit_gateway(trusted_hops: u8) -> Vm {
         .headers_stop_iteration(true)
         .start()
         .expect("the corpus configuration loads")
-}
-
-/// The VM's clock in Unix seconds, to mint tokens valid for it.
-fn now(vm: &Vm) -> i64 {
-    i64::try_from(vm.clock().now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
-}
-
-/// What the client got, and whether the upstream saw the request.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-    forwarded: bool,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn send(vm: &mut Vm, request: Request, reply: Upstream) -> Result<Answer> {
-    let mut exchange = vm.send(request)?;
-    match exchange.outcome() {
-        RequestOutcome::Forwarded(_) => {
-            let response = exchange.respond(reply)?;
-            if response.reset {
-                bail!("the stream was reset");
-            }
-            Ok(Answer {
-                status: response.status,
-                body: response.body,
-                forwarded: true,
-            })
-        }
-        RequestOutcome::Local(local) => Ok(Answer {
-            status: local.status,
-            body: local.body,
-            forwarded: false,
-        }),
-        other => bail!("the filter neither forwarded nor answered: {other:?}"),
-    }
 }
 
 fn ok_json() -> Upstream {
@@ -162,7 +118,7 @@ fn two_hundred_claimed_addresses_from_one_peer_share_its_bucket() -> Result<()> 
             .header(name, &case)
             .header("forwarded", &format!("for={claimed}"))
             .source("203.0.113.10:40000");
-        if send(&mut vm, request, ok_json())?.status == 200 {
+        if send_with(&mut vm, request, ok_json())?.status == 200 {
             admitted += 1;
         }
     }
@@ -186,7 +142,7 @@ fn rotating_what_the_client_claims_left_of_the_trusted_hop_buys_nothing() -> Res
                 .header("x-forwarded-for", claimed)
                 .header("x-forwarded-for", proxy)
         };
-        if send(&mut vm, request.source("203.0.113.10:40000"), ok_json())?.status == 200 {
+        if send_with(&mut vm, request.source("203.0.113.10:40000"), ok_json())?.status == 200 {
             admitted += 1;
         }
     }
@@ -195,7 +151,7 @@ fn rotating_what_the_client_claims_left_of_the_trusted_hop_buys_nothing() -> Res
     let other = open_data()
         .header("x-forwarded-for", "192.0.2.51")
         .source("203.0.113.10:40000");
-    assert_eq!(send(&mut vm, other, ok_json())?.status, 200);
+    assert_eq!(send_with(&mut vm, other, ok_json())?.status, 200);
     Ok(())
 }
 
@@ -207,7 +163,7 @@ fn a_thousand_client_chosen_keys_buy_one_overflow_bucket_not_a_thousand() -> Res
     let mut admitted_late = 0;
     for i in 0..1000u32 {
         let request = Request::get("/tenants/a").header("x-city-tenant", &format!("tenant-{i}"));
-        if send(&mut vm, request, ok_json())?.status == 200 {
+        if send_with(&mut vm, request, ok_json())?.status == 200 {
             if i < 200 {
                 admitted_early += 1;
             } else {
@@ -222,7 +178,7 @@ fn a_thousand_client_chosen_keys_buy_one_overflow_bucket_not_a_thousand() -> Res
         "{admitted_early} + {admitted_late} admitted"
     );
     assert!(admitted_late <= 2, "{admitted_late} admitted past the cap");
-    assert!(vm.metric("citygate_ratelimit_overflow").unwrap_or(0) >= 790);
+    assert!(metric(&vm, "citygate_ratelimit_overflow") >= 790);
     Ok(())
 }
 
@@ -231,15 +187,15 @@ fn a_thousand_made_up_api_keys_are_refused_and_take_no_bucket() -> Result<()> {
     let mut vm = ratelimit_gateway(0);
     for i in 0..1000u32 {
         let request = open_data().header("x-api-key", &format!("cg_demo_made_up_{i:04}"));
-        let answer = send(&mut vm, request, ok_json())?;
+        let answer = send_with(&mut vm, request, ok_json())?;
         assert_eq!(answer.status, 401, "key {i}");
         assert!(!answer.forwarded);
         assert!(!answer.text().contains("cg_demo_made_up"));
     }
-    assert_eq!(vm.metric("citygate_ratelimit_checked").unwrap_or(0), 0);
+    assert_eq!(metric(&vm, "citygate_ratelimit_checked"), 0);
     // The real application still has its whole bucket.
-    let key = credentials().api_key("parking-app")?.to_string();
-    let answer = send(&mut vm, open_data().header("x-api-key", &key), ok_json())?;
+    let key = demo_credentials().api_key("parking-app")?.to_string();
+    let answer = send_with(&mut vm, open_data().header("x-api-key", &key), ok_json())?;
     assert_eq!(answer.status, 200);
     Ok(())
 }
@@ -290,10 +246,10 @@ fn response_bodies_that_are_not_utf8_are_refused() -> Result<()> {
         }),
     ];
     for (what, body) in bodies {
-        let answer = send(&mut vm, open_data(), json_reply(&body))?;
+        let answer = send_with(&mut vm, open_data(), json_reply(&body))?;
         assert_refused(&answer, what);
     }
-    assert!(vm.metric("citygate_redaction_failed_closed").unwrap_or(0) >= 11);
+    assert!(metric(&vm, "citygate_redaction_failed_closed") >= 11);
     Ok(())
 }
 
@@ -322,12 +278,12 @@ fn nesting_past_the_parsers_limit_is_refused_and_the_vm_survives_deep_bombs() ->
         body.into_bytes()
     };
     // 100 arrays deep is parsed and minimized (the e-mail is gone)…
-    let answer = send(&mut vm, open_data(), json_reply(&nested(100)))?;
+    let answer = send_with(&mut vm, open_data(), json_reply(&nested(100)))?;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(!answer.text().contains(EMAIL), "{}", answer.text());
     // …past serde_json's 128 it is refused, however deep.
     for depth in [128, 129, 1_000, 100_000] {
-        let answer = send(&mut vm, open_data(), json_reply(&nested(depth)))?;
+        let answer = send_with(&mut vm, open_data(), json_reply(&nested(depth)))?;
         assert_refused(&answer, &format!("{depth} levels"));
     }
     let objects = format!(
@@ -336,11 +292,11 @@ fn nesting_past_the_parsers_limit_is_refused_and_the_vm_survives_deep_bombs() ->
         "}".repeat(50_000)
     );
     assert_refused(
-        &send(&mut vm, open_data(), json_reply(objects.as_bytes()))?,
+        &send_with(&mut vm, open_data(), json_reply(objects.as_bytes()))?,
         "50 000 objects",
     );
     // The VM is unharmed: the next request is served.
-    let answer = send(
+    let answer = send_with(
         &mut vm,
         open_data(),
         Upstream::ok().json(r#"[{"type":"ParkingSpot"}]"#),
@@ -352,11 +308,8 @@ fn nesting_past_the_parsers_limit_is_refused_and_the_vm_survives_deep_bombs() ->
 #[test]
 fn duplicate_members_never_leave_a_hidden_personal_value() -> Result<()> {
     let mut vm = city_pack();
-    let analyst = credentials().mint("analyst", Tamper::None, now(&vm))?;
-    let as_analyst = || {
-        Request::get("/v2/entities?type=Vehicle")
-            .header("authorization", &format!("Bearer {analyst}"))
-    };
+    let analyst = demo_credentials().mint("analyst", Tamper::None, vm_now(&vm))?;
+    let as_analyst = || get_with_bearer("/v2/entities?type=Vehicle", &analyst);
     let bodies = [
         // The name twice at the entity level, in both NGSI forms.
         r#"[{"id":"v1","type":"Vehicle","driverName":"Erika Mustermann","driverName":"Max Mustermann"}]"#,
@@ -369,13 +322,13 @@ fn duplicate_members_never_leave_a_hidden_personal_value() -> Result<()> {
         r#"{"results":[{"owner":{"driverName":"Erika Mustermann","driverName":"Erika Mustermann"}}]}"#,
     ];
     for body in bodies {
-        let answer = send(&mut vm, as_analyst(), json_reply(body.as_bytes()))?;
+        let answer = send_with(&mut vm, as_analyst(), json_reply(body.as_bytes()))?;
         assert_eq!(answer.status, 200, "{body}: {}", answer.text());
         assert!(!answer.text().contains(NAME), "{body}: {}", answer.text());
     }
     // Anonymous open data: an allowlisted name twice, the first personal.
     let body = format!(r#"[{{"type":"ParkingSpot","status":"{EMAIL}","status":"free"}}]"#);
-    let answer = send(&mut vm, open_data(), json_reply(body.as_bytes()))?;
+    let answer = send_with(&mut vm, open_data(), json_reply(body.as_bytes()))?;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), r#"[{"type":"ParkingSpot","status":"free"}]"#);
     Ok(())
@@ -389,7 +342,7 @@ fn compressed_bombs_are_refused_and_every_gzip_member_is_minimized() -> Result<(
     let mut bomb = vec![b' '; 16 * 1024 * 1024];
     bomb.extend(format!(r#"[{{"ownerEmail":"{EMAIL}"}}]"#).as_bytes());
     let reply = json_reply(&gzip(&bomb)).header("content-encoding", "gzip");
-    let answer = send(&mut vm, open_data(), reply)?;
+    let answer = send_with(&mut vm, open_data(), reply)?;
     assert_refused(&answer, "a gzip bomb");
     let problem: serde_json::Value = serde_json::from_slice(&answer.body)?;
     assert_eq!(problem["type"], "urn:citygate:problem:response-too-large");
@@ -398,7 +351,7 @@ fn compressed_bombs_are_refused_and_every_gzip_member_is_minimized() -> Result<(
     let mut members = gzip(br#"[{"type":"ParkingSpot","#);
     members.extend(gzip(format!(r#""ownerEmail":"{EMAIL}"}}]"#).as_bytes()));
     let reply = json_reply(&members).header("content-encoding", "gzip");
-    let answer = send(&mut vm, open_data(), reply)?;
+    let answer = send_with(&mut vm, open_data(), reply)?;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.text(), r#"[{"type":"ParkingSpot"}]"#);
 
@@ -407,7 +360,7 @@ fn compressed_bombs_are_refused_and_every_gzip_member_is_minimized() -> Result<(
         format!(r#"[{{"type":"ParkingSpot","ownerEmail":"{EMAIL}"}}]"#).as_bytes(),
     ));
     let reply = json_reply(&double).header("content-encoding", "gzip");
-    assert_refused(&send(&mut vm, open_data(), reply)?, "gzip in gzip");
+    assert_refused(&send_with(&mut vm, open_data(), reply)?, "gzip in gzip");
     Ok(())
 }
 
@@ -416,10 +369,9 @@ fn compressed_bombs_are_refused_and_every_gzip_member_is_minimized() -> Result<(
 #[test]
 fn a_request_body_past_the_policy_buffer_names_nobody_and_is_denied() -> Result<()> {
     let mut vm = city_pack();
-    let citizen = credentials().mint("citizen", Tamper::None, now(&vm))?;
+    let citizen = demo_credentials().mint("citizen", Tamper::None, vm_now(&vm))?;
     let filing = |description: &str| {
-        Request::post("/open311/v2/requests.json")
-            .header("authorization", &format!("Bearer {citizen}"))
+        with_bearer(Request::post("/open311/v2/requests.json"), &citizen)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!(
                 "account_id=citizen-anna&service_code=POTHOLE&description={description}"
@@ -429,12 +381,12 @@ fn a_request_body_past_the_policy_buffer_names_nobody_and_is_denied() -> Result<
     let created = Upstream::new(201).json(r#"[{"service_request_id":"EX-1"}]"#);
     // Within the 64 KiB bound the policy reads her account and allows it…
     assert_eq!(
-        send(&mut vm, filing("deep+hole"), created.clone())?.status,
+        send_with(&mut vm, filing("deep+hole"), created.clone())?.status,
         201
     );
     // …past it the body is cut, names nobody, and the filing is denied:
     // the policy never judges a body it has not seen whole.
-    let answer = send(&mut vm, filing(&"x".repeat(70 * 1024)), created)?;
+    let answer = send_with(&mut vm, filing(&"x".repeat(70 * 1024)), created)?;
     assert_eq!(answer.status, 403, "{}", answer.text());
     assert!(!answer.forwarded);
     Ok(())

@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use citygate_host::scenario::credentials::{Credentials, Tamper};
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
+use citygate_host::wasm_build::workspace_root;
 use citygate_host::{
     CalloutReply, Clock, Delivery, Plugin, Request, RequestOutcome, SharedStore, Upstream, Vm,
     VmBuilder,
 };
 use serde_json::Value;
+
+use crate::support::{demo_credentials, get_with_bearer, metric, plugin, vm_now, with_bearer};
 
 /// The scenario clock: 2026-09-21T...Z, so demo tokens and the expired API
 /// key (`not_after` 2025) are judged against a fixed time.
@@ -31,18 +33,9 @@ const PUBLISHED: [&str; 4] = [
     "demo-eddsa-2026",
 ];
 
-fn credentials() -> Credentials {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-        .expect("the demo credentials load")
-}
-
 fn config() -> String {
     std::fs::read_to_string(workspace_root().join("policies/scenarios/auth.config.json"))
         .expect("the auth scenario's configuration")
-}
-
-fn plugin() -> Plugin {
-    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
 }
 
 /// A VM of the auth configuration on `clock`, with the scenario's secrets.
@@ -105,16 +98,8 @@ impl JwksEndpoint {
     }
 }
 
-fn bearer(path: &str, token: &str) -> Request {
-    Request::get(path).header("authorization", &format!("Bearer {token}"))
-}
-
-fn now(vm: &Vm) -> i64 {
-    i64::try_from(vm.clock().now_nanos() / 1_000_000_000).unwrap()
-}
-
 fn mint(credentials: &Credentials, vm: &Vm, name: &str, tamper: Tamper) -> String {
-    credentials.mint(name, tamper, now(vm)).unwrap()
+    credentials.mint(name, tamper, vm_now(vm)).unwrap()
 }
 
 fn status(outcome: &RequestOutcome) -> Option<u16> {
@@ -170,14 +155,14 @@ fn remote_keys_make_the_root_tick_fast_and_are_fetched_from_the_configured_endpo
 
 #[test]
 fn a_request_waits_for_the_first_key_set_then_goes_upstream() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
     let mut vm = builder(&plugin(), &clock)
         .delivery(Delivery::Manual)
         .start()
         .unwrap();
     let token = mint(&credentials, &vm, "citizen", Tamper::None);
-    let id = vm.open(bearer("/v2/entities", &token)).unwrap();
+    let id = vm.open(get_with_bearer("/v2/entities", &token)).unwrap();
     assert_eq!(vm.outcome(id), RequestOutcome::Pending);
 
     vm.advance(Duration::from_millis(200)).unwrap();
@@ -213,7 +198,7 @@ fn a_request_waits_for_the_first_key_set_then_goes_upstream() {
 
 #[test]
 fn a_waiting_request_keeps_its_body() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
     let mut vm = builder(&plugin(), &clock)
         .delivery(Delivery::Manual)
@@ -223,8 +208,7 @@ fn a_waiting_request_keeps_its_body() {
     let body = r#"{"service_code":"pothole","description":"deep hole"}"#;
     let id = vm
         .open(
-            Request::post("/open311/v2/requests.json")
-                .header("authorization", &format!("Bearer {token}"))
+            with_bearer(Request::post("/open311/v2/requests.json"), &token)
                 .json(body)
                 .chunk_size(7),
         )
@@ -242,7 +226,7 @@ fn a_waiting_request_keeps_its_body() {
 
 #[test]
 fn a_request_waiting_past_max_wait_gets_503_and_never_reaches_the_upstream() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
     // The endpoint never answers.
     let mut vm = builder(&plugin(), &clock)
@@ -250,7 +234,7 @@ fn a_request_waiting_past_max_wait_gets_503_and_never_reaches_the_upstream() {
         .start()
         .unwrap();
     let token = mint(&credentials, &vm, "citizen", Tamper::None);
-    let id = vm.open(bearer("/v2/entities", &token)).unwrap();
+    let id = vm.open(get_with_bearer("/v2/entities", &token)).unwrap();
     vm.advance(Duration::from_millis(2900)).unwrap();
     assert_eq!(
         vm.outcome(id),
@@ -276,12 +260,12 @@ fn a_request_waiting_past_max_wait_gets_503_and_never_reaches_the_upstream() {
     assert_eq!(problem["status"], 503);
     assert_eq!(problem["type"], "urn:citygate:problem:keys-unavailable");
     assert_eq!(vm.metric("citygate_auth_unavailable"), Some(1));
-    assert_eq!(vm.metric("citygate_auth_allowed").unwrap_or(0), 0);
+    assert_eq!(metric(&vm, "citygate_auth_allowed"), 0);
     assert!(vm.logged(r#""status":503"#));
     assert!(!vm.logs().iter().any(|l| l.message.contains(&token)));
     // A later request does not wait for a fetch that may never come back
     // either: it waits its own max_wait, then 503 too (never an allow).
-    let second = vm.open(bearer("/v2/entities", &token)).unwrap();
+    let second = vm.open(get_with_bearer("/v2/entities", &token)).unwrap();
     assert_eq!(vm.outcome(second), RequestOutcome::Pending);
     vm.advance(Duration::from_millis(3100)).unwrap();
     assert_eq!(status(&vm.outcome(second)), Some(503));
@@ -289,14 +273,14 @@ fn a_request_waiting_past_max_wait_gets_503_and_never_reaches_the_upstream() {
 
 #[test]
 fn a_failed_first_fetch_is_retried_and_the_waiting_request_then_goes_upstream() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
     let mut vm = builder(&plugin(), &clock)
         .delivery(Delivery::Manual)
         .start()
         .unwrap();
     let token = mint(&credentials, &vm, "citizen", Tamper::None);
-    let id = vm.open(bearer("/v2/entities", &token)).unwrap();
+    let id = vm.open(get_with_bearer("/v2/entities", &token)).unwrap();
     vm.advance(Duration::from_millis(200)).unwrap();
     let first = vm.pending_callouts()[0].token;
     vm.deliver_callout(first, CalloutReply::status(503, "upstream down"))
@@ -320,11 +304,14 @@ fn a_failed_first_fetch_is_retried_and_the_waiting_request_then_goes_upstream() 
 
 #[test]
 fn the_endpoint_down_after_a_first_fetch_keeps_the_last_good_keys() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let endpoint = JwksEndpoint::serving(&jwks(&credentials, &PUBLISHED));
     let mut vm = vm_with_keys(&endpoint);
     let citizen = mint(&credentials, &vm, "citizen", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &citizen)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &citizen)),
+        200
+    );
 
     endpoint.set(CalloutReply::status(503, "<html>maintenance</html>"));
     // refresh_seconds is 600: the refresh is due, and fails.
@@ -337,7 +324,10 @@ fn the_endpoint_down_after_a_first_fetch_keeps_the_last_good_keys() {
 
     // Tokens verify against the last good set, new ones included.
     let analyst = mint(&credentials, &vm, "analyst", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &analyst)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &analyst)),
+        200
+    );
     // A timeout and a garbage document are failures too.
     endpoint.set(CalloutReply::Timeout);
     vm.advance(Duration::from_millis(1100)).unwrap();
@@ -346,7 +336,10 @@ fn the_endpoint_down_after_a_first_fetch_keeps_the_last_good_keys() {
     assert_eq!(endpoint.fetches(), 4, "retried every retry_seconds (1 s)");
     assert_eq!(vm.metric("citygate_jwks_fetch_failed"), Some(3));
     let bernd = mint(&credentials, &vm, "citizen-bernd", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &bernd)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &bernd)),
+        200
+    );
     // The endpoint comes back with a rotated set: the next retry fetches it.
     endpoint.set(jwks_reply(&jwks(
         &credentials,
@@ -355,7 +348,7 @@ fn the_endpoint_down_after_a_first_fetch_keeps_the_last_good_keys() {
     vm.advance(Duration::from_millis(1100)).unwrap();
     assert_eq!(vm.metric("citygate_jwks_fetched"), Some(2));
     let citizen = mint(&credentials, &vm, "citizen", Tamper::None);
-    let exchange = vm.send(bearer("/v2/entities", &citizen)).unwrap();
+    let exchange = vm.send(get_with_bearer("/v2/entities", &citizen)).unwrap();
     let reply = exchange.local().unwrap();
     assert_eq!(
         reply.headers.get("www-authenticate"),
@@ -365,12 +358,15 @@ fn the_endpoint_down_after_a_first_fetch_keeps_the_last_good_keys() {
         "demo-rs256-2026 is no longer published"
     );
     let rotated = mint(&credentials, &vm, "citizen-rotated", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &rotated)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &rotated)),
+        200
+    );
 }
 
 #[test]
 fn key_rotation_is_found_by_a_rate_limited_refetch_on_an_unknown_kid() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let endpoint = JwksEndpoint::serving(&jwks(&credentials, &PUBLISHED));
     let mut vm = vm_with_keys(&endpoint);
     // The issuer rotates: the next key is published, the old one kept.
@@ -380,7 +376,10 @@ fn key_rotation_is_found_by_a_rate_limited_refetch_on_an_unknown_kid() {
     )));
     let rotated = mint(&credentials, &vm, "citizen-rotated", Tamper::None);
     // Right after a fetch an unknown kid does not refetch (min_refetch_seconds 1).
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &rotated)), 401);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &rotated)),
+        401
+    );
     vm.advance(Duration::from_millis(500)).unwrap();
     assert_eq!(endpoint.fetches(), 1);
 
@@ -388,19 +387,31 @@ fn key_rotation_is_found_by_a_rate_limited_refetch_on_an_unknown_kid() {
     // Many unknown-kid requests in a burst ask for one refetch; they are
     // refused themselves.
     for _ in 0..5 {
-        assert_eq!(send_status(&mut vm, bearer("/v2/entities", &rotated)), 401);
+        assert_eq!(
+            send_status(&mut vm, get_with_bearer("/v2/entities", &rotated)),
+            401
+        );
     }
     vm.advance(Duration::from_millis(300)).unwrap();
     assert_eq!(endpoint.fetches(), 2, "exactly one refetch");
     // The client's retry finds the new key; the old key still verifies.
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &rotated)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &rotated)),
+        200
+    );
     let citizen = mint(&credentials, &vm, "citizen", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &citizen)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &citizen)),
+        200
+    );
     // A kid nobody publishes refetches at most once per second.
     let unknown = mint(&credentials, &vm, "citizen", Tamper::UnknownKid);
     for _ in 0..3 {
         vm.advance(Duration::from_millis(300)).unwrap();
-        assert_eq!(send_status(&mut vm, bearer("/v2/entities", &unknown)), 401);
+        assert_eq!(
+            send_status(&mut vm, get_with_bearer("/v2/entities", &unknown)),
+            401
+        );
     }
     vm.advance(Duration::from_millis(300)).unwrap();
     assert_eq!(endpoint.fetches(), 3);
@@ -409,19 +420,25 @@ fn key_rotation_is_found_by_a_rate_limited_refetch_on_an_unknown_kid() {
 
 #[test]
 fn rotation_that_drops_a_key_invalidates_cached_tokens_of_that_key() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let endpoint = JwksEndpoint::serving(&jwks(&credentials, &PUBLISHED));
     let mut vm = vm_with_keys(&endpoint);
     let citizen = mint(&credentials, &vm, "citizen", Tamper::None);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &citizen)), 200);
-    assert_eq!(send_status(&mut vm, bearer("/v2/entities", &citizen)), 200);
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &citizen)),
+        200
+    );
+    assert_eq!(
+        send_status(&mut vm, get_with_bearer("/v2/entities", &citizen)),
+        200
+    );
     assert_eq!(vm.metric("citygate_jwt_cache_hit"), Some(1));
     endpoint.set(jwks_reply(&jwks(&credentials, &["demo-rs256-next"])));
     vm.clock().advance(Duration::from_secs(599));
     vm.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(vm.metric("citygate_jwks_fetched"), Some(2));
     assert_eq!(
-        send_status(&mut vm, bearer("/v2/entities", &citizen)),
+        send_status(&mut vm, get_with_bearer("/v2/entities", &citizen)),
         401,
         "a cached verification never outlives its key set"
     );
@@ -429,7 +446,7 @@ fn rotation_that_drops_a_key_invalidates_cached_tokens_of_that_key() {
 
 #[test]
 fn workers_sharing_shared_data_fetch_once_and_a_waiting_worker_adopts_the_keys() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let plugin = plugin();
     let clock = Clock::at_unix_secs(START);
     let store = SharedStore::new();
@@ -444,7 +461,7 @@ fn workers_sharing_shared_data_fetch_once_and_a_waiting_worker_adopts_the_keys()
     let token = credentials
         .mint("citizen", Tamper::None, START as i64)
         .unwrap();
-    let waiting = b.open(bearer("/v2/entities", &token)).unwrap();
+    let waiting = b.open(get_with_bearer("/v2/entities", &token)).unwrap();
     // Ticks interleave as Envoy's workers' do.
     for _ in 0..10 {
         clock.advance(Duration::from_millis(100));
@@ -470,8 +487,14 @@ fn workers_sharing_shared_data_fetch_once_and_a_waiting_worker_adopts_the_keys()
         "worker b's request resumes on its tick: {:?}",
         b.outcome(waiting)
     );
-    assert_eq!(send_status(&mut a, bearer("/v2/entities", &token)), 200);
-    assert_eq!(send_status(&mut b, bearer("/v2/entities", &token)), 200);
+    assert_eq!(
+        send_status(&mut a, get_with_bearer("/v2/entities", &token)),
+        200
+    );
+    assert_eq!(
+        send_status(&mut b, get_with_bearer("/v2/entities", &token)),
+        200
+    );
     assert_eq!(store.metric("citygate_jwks_fetched"), Some(1));
 }
 
@@ -479,7 +502,7 @@ fn workers_sharing_shared_data_fetch_once_and_a_waiting_worker_adopts_the_keys()
 /// log the precise reason; neither ever contains the token.
 #[test]
 fn refused_tokens_are_never_echoed_and_the_decision_log_names_the_cause() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let endpoint = JwksEndpoint::serving(&jwks(&credentials, &PUBLISHED));
     let mut vm = vm_with_keys(&endpoint);
     let cases = [
@@ -504,7 +527,7 @@ fn refused_tokens_are_never_echoed_and_the_decision_log_names_the_cause() {
     for (name, tamper, reason) in cases {
         vm.take_logs();
         let token = mint(&credentials, &vm, name, tamper);
-        let exchange = vm.send(bearer("/v2/entities", &token)).unwrap();
+        let exchange = vm.send(get_with_bearer("/v2/entities", &token)).unwrap();
         let reply = exchange.local().unwrap();
         let case = format!("{name} {tamper:?}");
         assert_eq!(reply.status, 401, "{case}");
@@ -547,7 +570,7 @@ fn refused_tokens_are_never_echoed_and_the_decision_log_names_the_cause() {
 
 #[test]
 fn refused_api_keys_are_never_echoed_and_the_decision_log_names_the_cause() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
     let mut vm = builder(&plugin(), &clock).start().unwrap();
     let cases = [
@@ -610,18 +633,21 @@ fn refused_api_keys_are_never_echoed_and_the_decision_log_names_the_cause() {
 
 #[test]
 fn a_verified_token_is_cached_and_a_missing_credential_is_counted() {
-    let credentials = credentials();
+    let credentials = demo_credentials();
     let endpoint = JwksEndpoint::serving(&jwks(&credentials, &PUBLISHED));
     let mut vm = vm_with_keys(&endpoint);
     let token = mint(&credentials, &vm, "operator", Tamper::None);
     for _ in 0..3 {
-        assert_eq!(send_status(&mut vm, bearer("/ops/incidents", &token)), 200);
+        assert_eq!(
+            send_status(&mut vm, get_with_bearer("/ops/incidents", &token)),
+            200
+        );
     }
     assert_eq!(vm.metric("citygate_jwt_cache_hit"), Some(2));
     assert_eq!(vm.metric("citygate_auth_allowed"), Some(3));
     // A cached token is still judged against the clock: expired is refused.
     vm.clock().advance(Duration::from_secs(3600 + 61));
-    let exchange = vm.send(bearer("/ops/incidents", &token)).unwrap();
+    let exchange = vm.send(get_with_bearer("/ops/incidents", &token)).unwrap();
     assert_eq!(exchange.local().unwrap().status, 401);
     assert_eq!(send_status(&mut vm, Request::get("/ops/incidents")), 401);
     assert_eq!(vm.metric("citygate_auth_missing_credentials"), Some(1));

@@ -7,7 +7,8 @@ use citygate_host::cli;
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 
 fn check(json: &str) -> Result<String, String> {
-    let env = cli::read_env_file(&workspace_root().join(cli::CITY_ENV)).unwrap();
+    let env =
+        citygate_host::env_file::read_env_file(&workspace_root().join(cli::CITY_ENV)).unwrap();
     cli::check_config(&filter_wasm().unwrap(), json, &env).unwrap()
 }
 

@@ -12,15 +12,16 @@
 
 use std::path::Path;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use citygate_host::cli::unix_now;
+use anyhow::{Context, Result};
 use citygate_host::demo_api::{DemoApi, JwksMode, ScriptedReply};
 use citygate_host::envoy::{EnvoyProcess, Gateway, HttpReply};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::Value;
+
+use crate::support::{bearer, demo_credentials, eventually, log_tail};
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 const PUBLISHED: [&str; 4] = [
@@ -32,10 +33,6 @@ const PUBLISHED: [&str; 4] = [
 /// Upper bound for conditions that need Envoy's ticks to pass (a loaded
 /// machine is slow); the tests wait for conditions, never for durations.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn credentials() -> Result<Credentials> {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-}
 
 /// The auth scenario's configuration with the remote key settings changed.
 fn config(remote: &[(&str, u64)]) -> Result<String> {
@@ -62,7 +59,7 @@ struct Rig {
 
 impl Rig {
     fn start(config: String, jwks_kids: &[&str], mode: JwksMode) -> Result<Self> {
-        let credentials = credentials()?;
+        let credentials = demo_credentials();
         let api = DemoApi::start_with_jwks(credentials.jwks("city-idp", Some(jwks_kids))?)?;
         api.jwks().set_mode(mode);
         // Every path answers 200 {} (the JWKS excepted).
@@ -95,32 +92,15 @@ impl Rig {
     }
 
     fn bearer(&self, path: &str, token: &str) -> Result<HttpReply> {
-        self.envoy
-            .get(path, &[("authorization", &format!("Bearer {token}"))])
+        self.envoy.get(path, &[("authorization", &bearer(token))])
     }
 
     fn jwks_fetches(&self) -> usize {
         self.api.count(JWKS_PATH)
     }
 
-    fn stat(&self, name: &str) -> Result<u64> {
-        let stats = self.envoy.stats_prometheus()?;
-        Ok(stats
-            .lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?;
-                if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                    return None;
-                }
-                rest.rsplit(' ').next()?.trim().parse().ok()
-            })
-            .unwrap_or(0))
-    }
-
     fn log_tail(&self) -> String {
-        let log = self.envoy.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.envoy, 40)
     }
 
     /// The upstream's copy of the last request to `path`.
@@ -153,20 +133,6 @@ impl Rig {
     }
 }
 
-/// Retries `probe` until it yields a value, within [`PATIENCE`].
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe()? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("gave up waiting: {what}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
 fn www_authenticate(reply: &HttpReply) -> &str {
     reply.header("www-authenticate").unwrap_or_default()
 }
@@ -180,14 +146,14 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
         &PUBLISHED,
         JwksMode::Unavailable,
     )?;
-    eventually("a failed first fetch", || {
-        Ok((rig.stat("citygate_jwks_fetch_failed")? >= 1).then_some(()))
+    eventually(PATIENCE, "a failed first fetch", || {
+        Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? >= 1).then_some(()))
     })?;
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, 0);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, 0);
     let citizen = rig.token("citizen", Tamper::None)?;
     let request = {
         let url = rig.envoy.url("/v2/entities");
-        let header = format!("Bearer {citizen}");
+        let header = bearer(&citizen);
         std::thread::spawn(move || {
             ureq::get(&url)
                 .header("authorization", &header)
@@ -203,7 +169,7 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
     rig.api.jwks().set_mode(JwksMode::Serve);
     let status = request.join().expect("the request thread")?;
     assert_eq!(status, 200, "{}", rig.log_tail());
-    assert_eq!(rig.stat("citygate_auth_unavailable")?, 0);
+    assert_eq!(rig.envoy.metric("citygate_auth_unavailable")?, 0);
     assert_eq!(
         rig.upstream_header("/v2/entities", "x-citygate-subject")
             .as_deref(),
@@ -229,7 +195,7 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
         assert_eq!(upstream.header("x-citygate-auth-kind"), Some("jwt"));
     }
     // One successful fetch for the whole process, not one per worker.
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, 1);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, 1);
     rig.assert_no_secret_logged()
 }
 
@@ -245,11 +211,10 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
     assert_eq!(rig.bearer("/v2/entities", &citizen)?.status, 200);
     rig.api.jwks().set_mode(JwksMode::Unavailable);
     let before = rig.jwks_fetches();
-    eventually("two failed refreshes", || {
-        Ok(
-            (rig.jwks_fetches() >= before + 2 && rig.stat("citygate_jwks_fetch_failed")? >= 2)
-                .then_some(()),
-        )
+    eventually(PATIENCE, "two failed refreshes", || {
+        Ok((rig.jwks_fetches() >= before + 2
+            && rig.envoy.metric("citygate_jwks_fetch_failed")? >= 2)
+            .then_some(()))
     })?;
     for name in ["citizen", "citizen-bernd", "analyst", "citizen-ps256"] {
         let token = rig.token(name, Tamper::None)?;
@@ -263,12 +228,12 @@ fn with_the_endpoint_down_after_a_first_fetch_the_last_good_keys_keep_serving() 
         );
     }
     rig.api.jwks().set_mode(JwksMode::Garbage);
-    let fetched = rig.stat("citygate_jwks_fetched")?;
-    let failed = rig.stat("citygate_jwks_fetch_failed")?;
-    eventually("a garbage key set refused", || {
-        Ok((rig.stat("citygate_jwks_fetch_failed")? > failed).then_some(()))
+    let fetched = rig.envoy.metric("citygate_jwks_fetched")?;
+    let failed = rig.envoy.metric("citygate_jwks_fetch_failed")?;
+    eventually(PATIENCE, "a garbage key set refused", || {
+        Ok((rig.envoy.metric("citygate_jwks_fetch_failed")? > failed).then_some(()))
     })?;
-    assert_eq!(rig.stat("citygate_jwks_fetched")?, fetched);
+    assert_eq!(rig.envoy.metric("citygate_jwks_fetched")?, fetched);
     let analyst = rig.token("analyst", Tamper::None)?;
     assert_eq!(rig.bearer("/v2/entities", &analyst)?.status, 200);
     let log = rig.envoy.log();
@@ -298,7 +263,7 @@ fn a_rotated_key_is_accepted_after_the_unknown_kid_refetch() -> Result<()> {
         r#"Bearer realm="city-api", error="invalid_token", error_description="the token was signed with an unknown key""#
     );
     // The client retries; within a few seconds the refetch has the key.
-    eventually("the rotated token accepted", || {
+    eventually(PATIENCE, "the rotated token accepted", || {
         let reply = rig.bearer("/v2/entities", &rotated)?;
         Ok((reply.status == 200).then_some(()))
     })?;
@@ -328,7 +293,7 @@ fn without_keys_a_request_gets_503_after_max_wait_and_never_reaches_the_upstream
     let problem = reply.json()?;
     assert_eq!(problem["type"], "urn:citygate:problem:keys-unavailable");
     assert_eq!(rig.api.count("/v2/entities"), 0);
-    assert_eq!(rig.stat("citygate_auth_unavailable")?, 1);
+    assert_eq!(rig.envoy.metric("citygate_auth_unavailable")?, 1);
     assert!(rig.jwks_fetches() >= 1);
     // API keys do not depend on the identity provider.
     let key = rig.credentials.api_key("parking-app")?.to_string();
@@ -416,7 +381,7 @@ fn forged_tokens_and_bad_keys_are_refused_and_no_log_holds_a_credential() -> Res
     let reply = rig.envoy.get(
         "/v2/entities",
         &[
-            ("authorization", &format!("Bearer {token}")),
+            ("authorization", &bearer(&token)),
             ("x-citygate-subject", "emergency-admin"),
             ("x-citygate-roles", "emergency-services"),
             ("x-citygate-client-id", "dispatch-console"),
@@ -438,7 +403,7 @@ fn forged_tokens_and_bad_keys_are_refused_and_no_log_holds_a_credential() -> Res
     }
     // …and the access log has every request (it is flushed periodically).
     let access_log = rig.envoy.run_dir().join("access.log");
-    eventually("the access log flushed", || {
+    eventually(PATIENCE, "the access log flushed", || {
         Ok((lines(&access_log) >= forged.len() + 5).then_some(()))
     })?;
     rig.assert_no_secret_logged()

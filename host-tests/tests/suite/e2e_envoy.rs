@@ -112,7 +112,8 @@ fn citygate_metrics_are_in_prometheus_stats() -> Result<()> {
     let (_api, envoy) = start(MINIMAL_CONFIG, 1)?;
     let reply = envoy.get("/v2/entities?type=WasteContainer", &[])?;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let stats = envoy.stats_prometheus()?;
+    let metrics = envoy.metrics()?;
+    let stats = metrics.text();
     let citygate: Vec<&str> = stats
         .lines()
         .filter(|l| l.starts_with("citygate_"))

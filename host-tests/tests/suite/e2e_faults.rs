@@ -12,15 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{sleep, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use citygate_host::cli::{read_env_file, unix_now};
+use anyhow::{Context, Result};
 use citygate_host::demo_api::{DemoApi, JwksMode, ScriptedReply};
 use citygate_host::envoy::{free_port, EnvoyConfig, EnvoyProcess, Gateway, HttpReply, Launch};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::{json, Value};
+
+use crate::support::{bearer, demo_credentials, demo_env, eventually, log_tail};
 
 const EMAIL: &str = "erika@example.org";
 /// Upper bound for conditions that need Envoy's ticks or file watches; the
@@ -32,10 +33,6 @@ fn read(path: &str) -> Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn credentials() -> Result<Credentials> {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-}
-
 /// The city pack's configuration and its DEMO ONLY secrets.
 fn city_gateway(wasm: &Path, upstream_port: u16, jwks_port: u16) -> Result<Gateway> {
     let mut gateway = Gateway::new(
@@ -45,45 +42,10 @@ fn city_gateway(wasm: &Path, upstream_port: u16, jwks_port: u16) -> Result<Gatew
     )
     .jwks_port(jwks_port)
     .concurrency(2);
-    for (name, value) in read_env_file(&workspace_root().join("policies/config/demo.env"))? {
+    for (name, value) in demo_env() {
         gateway = gateway.env(name, value);
     }
     Ok(gateway)
-}
-
-/// A Prometheus counter of Envoy's admin (0 when not there yet).
-fn counter(envoy: &EnvoyProcess, name: &str) -> Result<u64> {
-    let stats = envoy.stats_prometheus()?;
-    Ok(stats
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            rest.rsplit(' ').next()?.trim().parse::<u64>().ok()
-        })
-        .sum())
-}
-
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe()? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("gave up waiting: {what}");
-        }
-        sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_tail(envoy: &EnvoyProcess) -> String {
-    let log = envoy.log();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn problem_type(reply: &HttpReply) -> Result<String> {
@@ -100,13 +62,13 @@ fn problem_type(reply: &HttpReply) -> Result<String> {
 /// (no keys needed) is still served, minimized.
 fn without_keys(mode: JwksMode) -> Result<(EnvoyProcess, DemoApi)> {
     let wasm = filter_wasm()?;
-    let api = DemoApi::start_with_jwks(credentials()?.jwks("city-idp", None)?)?;
+    let api = DemoApi::start_with_jwks(demo_credentials().jwks("city-idp", None)?)?;
     api.jwks().set_mode(mode);
     let envoy = EnvoyProcess::start(&city_gateway(&wasm, api.port, api.port)?)?;
-    let token = credentials()?.mint("citizen", Tamper::None, unix_now())?;
+    let token = demo_credentials().mint("citizen", Tamper::None, unix_now())?;
     let reply = envoy.get(
         "/open311/v2/requests.json?account_id=citizen-anna",
-        &[("authorization", &format!("Bearer {token}"))],
+        &[("authorization", &bearer(&token))],
     )?;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -119,7 +81,7 @@ fn without_keys(mode: JwksMode) -> Result<(EnvoyProcess, DemoApi)> {
         0,
         "an unverified token went upstream"
     );
-    assert!(counter(&envoy, "citygate_auth_unavailable")? >= 1);
+    assert!(envoy.metric("citygate_auth_unavailable")? >= 1);
 
     let open = envoy.get("/v2/entities?type=ParkingSpot", &[])?;
     assert_eq!(open.status, 200, "{}", open.body);
@@ -131,8 +93,8 @@ fn without_keys(mode: JwksMode) -> Result<(EnvoyProcess, DemoApi)> {
 #[test]
 fn jwks_endpoint_down_gives_503_never_an_unauthenticated_pass() -> Result<()> {
     let (envoy, _api) = without_keys(JwksMode::Unavailable)?;
-    assert!(counter(&envoy, "citygate_jwks_fetch_failed")? >= 1);
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert!(envoy.metric("citygate_jwks_fetch_failed")? >= 1);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     assert!(envoy
         .log()
         .contains("JWKS fetch through cluster `jwks` failed (status 503)"));
@@ -143,10 +105,10 @@ fn jwks_endpoint_down_gives_503_never_an_unauthenticated_pass() -> Result<()> {
 fn jwks_endpoint_slower_than_its_timeout_gives_503() -> Result<()> {
     // The pack waits 3 s for keys and times a fetch out after 2 s.
     let (envoy, _api) = without_keys(JwksMode::Slow(Duration::from_secs(30)))?;
-    eventually("the timed-out fetch counted", || {
-        Ok((counter(&envoy, "citygate_jwks_fetch_failed")? >= 1).then_some(()))
+    eventually(PATIENCE, "the timed-out fetch counted", || {
+        Ok((envoy.metric("citygate_jwks_fetch_failed")? >= 1).then_some(()))
     })?;
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     // Envoy answers a timed-out callout with its own 504.
     assert!(envoy.log().contains("failed (status 504)"));
     Ok(())
@@ -155,8 +117,8 @@ fn jwks_endpoint_slower_than_its_timeout_gives_503() -> Result<()> {
 #[test]
 fn jwks_endpoint_answering_garbage_gives_503_and_the_garbage_is_not_logged() -> Result<()> {
     let (envoy, _api) = without_keys(JwksMode::Garbage)?;
-    assert!(counter(&envoy, "citygate_jwks_fetch_failed")? >= 1);
-    assert_eq!(counter(&envoy, "citygate_jwks_fetched")?, 0);
+    assert!(envoy.metric("citygate_jwks_fetch_failed")? >= 1);
+    assert_eq!(envoy.metric("citygate_jwks_fetched")?, 0);
     let log = envoy.log();
     assert!(log.contains("JWKS fetch through cluster `jwks` failed (status 200)"));
     assert!(
@@ -177,14 +139,14 @@ fn jwks_endpoint_resetting_mid_reply_gives_503_and_the_gateway_survives_it() -> 
         r#"{"keys":[{"kty":"RSA","#.to_string(),
     )?;
     let envoy = EnvoyProcess::start(&city_gateway(&wasm, api.port, jwks.port)?)?;
-    eventually("two failed fetches", || {
-        Ok((counter(&envoy, "citygate_jwks_fetch_failed")? >= 2).then_some(()))
+    eventually(PATIENCE, "two failed fetches", || {
+        Ok((envoy.metric("citygate_jwks_fetch_failed")? >= 2).then_some(()))
     })
-    .with_context(|| log_tail(&envoy))?;
-    let token = credentials()?.mint("citizen", Tamper::None, unix_now())?;
+    .with_context(|| log_tail(&envoy, 30))?;
+    let token = demo_credentials().mint("citizen", Tamper::None, unix_now())?;
     let reply = envoy.get(
         "/open311/v2/requests.json?account_id=citizen-anna",
-        &[("authorization", &format!("Bearer {token}"))],
+        &[("authorization", &bearer(&token))],
     )?;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(
@@ -267,7 +229,7 @@ impl Drop for BrokenUpstream {
 #[test]
 fn an_upstream_resetting_mid_body_never_leaks_the_part_it_sent() -> Result<()> {
     let wasm = filter_wasm()?;
-    let api = DemoApi::start_with_jwks(credentials()?.jwks("city-idp", None)?)?;
+    let api = DemoApi::start_with_jwks(demo_credentials().jwks("city-idp", None)?)?;
     let half = format!(r#"[{{"type":"ParkingSpot","ownerEmail":"{EMAIL}","#);
     for head in [
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n",
@@ -296,12 +258,10 @@ fn an_upstream_resetting_mid_body_never_leaks_the_part_it_sent() -> Result<()> {
             Err(error) => assert!(!format!("{error:#}").contains(EMAIL)),
         }
         // What tells the operator: Envoy's upstream reset counters.
-        let resets = counter(
-            &envoy,
-            "envoy_cluster_upstream_cx_destroy_remote_with_active_rq",
-        )? + counter(&envoy, "envoy_cluster_upstream_rq_rx_reset")?;
+        let resets = envoy.metric("envoy_cluster_upstream_cx_destroy_remote_with_active_rq")?
+            + envoy.metric("envoy_cluster_upstream_rq_rx_reset")?;
         assert!(resets >= 1, "{head}: no upstream reset counted");
-        assert_eq!(counter(&envoy, "citygate_redaction_responses")?, 0);
+        assert_eq!(envoy.metric("citygate_redaction_responses")?, 0);
     }
     Ok(())
 }
@@ -328,13 +288,13 @@ fn a_policy_that_exceeds_its_evaluation_bound_denies_with_403() -> Result<()> {
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert_eq!(problem_type(&reply)?, "urn:citygate:problem:policy-denied");
     assert_eq!(api.count("/public"), 0);
-    assert_eq!(counter(&envoy, "citygate_policy_error")?, 1);
+    assert_eq!(envoy.metric("citygate_policy_error")?, 1);
     assert!(envoy
         .log()
         .contains("route public: request denied: policy evaluation exceeded its time budget"));
     // The gateway keeps serving: the next request is judged again, alike.
     assert_eq!(envoy.get("/public/map", &[])?.status, 403);
-    assert_eq!(counter(&envoy, "citygate_policy_error")?, 2);
+    assert_eq!(envoy.metric("citygate_policy_error")?, 2);
     Ok(())
 }
 
@@ -398,7 +358,7 @@ impl EnvoyConfig for ReloadableGateway {
 #[test]
 fn a_broken_configuration_is_rejected_and_the_last_good_one_keeps_serving() -> Result<()> {
     let wasm = filter_wasm()?;
-    let api = DemoApi::start_with_jwks(credentials()?.jwks("city-idp", None)?)?;
+    let api = DemoApi::start_with_jwks(demo_credentials().jwks("city-idp", None)?)?;
     api.script(Some(ScriptedReply {
         status: 200,
         headers: vec![("content-type".into(), "application/json".into())],
@@ -418,17 +378,17 @@ fn a_broken_configuration_is_rejected_and_the_last_good_one_keeps_serving() -> R
     // Each request on a new connection: one kept alive would stay with the
     // listener it was accepted by while that drains.
     let get = |path: &str| envoy.get(path, &[("connection", "close")]);
-    eventually("the listener from the file", || {
+    eventually(PATIENCE, "the listener from the file", || {
         Ok((get("/public/map").is_ok_and(|r| r.status == 200)).then_some(()))
     })
-    .with_context(|| log_tail(&envoy))?;
+    .with_context(|| log_tail(&envoy, 30))?;
     assert_eq!(get("/admin/users")?.status, 401);
 
     // A typo in the new configuration: the update is rejected as a whole.
     let broken = good.replace("\"path_prefix\": \"/admin\"", "\"path_prefx\": \"/admin\"");
     assert_ne!(broken, good);
     reloadable.publish(&broken, port)?;
-    eventually("the broken update rejected", || {
+    eventually(PATIENCE, "the broken update rejected", || {
         Ok((envoy.stat("listener_manager.lds.update_rejected")? >= 1).then_some(()))
     })?;
     assert!(envoy
@@ -448,7 +408,7 @@ fn a_broken_configuration_is_rejected_and_the_last_good_one_keeps_serving() -> R
         .context("routes")?
         .retain(|r| r["name"] != "public");
     reloadable.publish(&without_public.to_string(), port)?;
-    eventually("the good update served", || {
+    eventually(PATIENCE, "the good update served", || {
         Ok((get("/public/map")?.status == 404).then_some(()))
     })?;
     assert_eq!(get("/admin/users")?.status, 401);

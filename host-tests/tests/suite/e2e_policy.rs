@@ -9,12 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use citygate_host::cli::{read_env_file, unix_now, CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
+use citygate_host::cli::{CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
 use citygate_host::demo_api::{DemoApi, ScriptedReply};
+use citygate_host::env_file::read_env_file;
 use citygate_host::envoy::{EnvoyProcess, Gateway};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::{unix_now, Credentials, Tamper};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::json;
+
+use crate::support::bearer;
 
 /// Bound for conditions that need Envoy to flush its log; the tests wait
 /// for conditions, never for durations.
@@ -82,7 +85,7 @@ fn time_now_ns_in_envoy_is_the_real_clock() -> Result<()> {
     });
     let envoy = EnvoyProcess::start(&Gateway::new(filter_wasm()?, config.to_string(), api.port))?;
 
-    let valid = format!("Bearer {}", unsigned_token(unix_now() + 600));
+    let valid = bearer(&unsigned_token(unix_now() + 600));
     let before = unix_nanos();
     let reply = envoy.get("/people", &[("authorization", &valid)])?;
     let after = unix_nanos();
@@ -96,7 +99,7 @@ fn time_now_ns_in_envoy_is_the_real_clock() -> Result<()> {
         "time.now_ns() = {now}, outside the request's [{before}, {after}]"
     );
 
-    let expired = format!("Bearer {}", unsigned_token(unix_now() - 600));
+    let expired = bearer(&unsigned_token(unix_now() - 600));
     let reply = envoy.get("/people", &[("authorization", &expired)])?;
     assert_eq!(reply.status, 403, "{}", reply.body);
     Ok(())
@@ -120,7 +123,6 @@ fn the_emergency_reason_is_logged_and_the_policy_input_never_is() -> Result<()> 
 
     let emergency = credentials.mint("emergency", Tamper::None, unix_now())?;
     let citizen = credentials.mint("citizen", Tamper::None, unix_now())?;
-    let bearer = |token: &str| format!("Bearer {token}");
 
     let reason = "fire at Main St 5, unit 7";
     let reply = envoy.get(

@@ -486,7 +486,7 @@ fn citygate_package_envoy_writes_a_gateway_that_runs() -> Result<()> {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }
     assert!(stderr.contains("DEMO ONLY"), "{stderr}");
-    let env = citygate_host::cli::read_env_file(&out.path().join("citygate.env"))?;
+    let env = citygate_host::env_file::read_env_file(&out.path().join("citygate.env"))?;
     assert!(env.contains_key("CITYGATE_LOG_KEY"), "{env:?}");
 
     let envoy = EnvoyProcess::start(&Packaged {

@@ -204,17 +204,6 @@ fn ratelimit_field(reply: &HttpReply, policy: &str) -> Result<(u64, u64)> {
     Ok((captures[1].parse()?, captures[2].parse()?))
 }
 
-/// A counter's value in `/stats/prometheus` (`name{…} value` or `name value`).
-fn counter(stats: &str, name: &str) -> Option<u64> {
-    stats.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            return None;
-        }
-        rest.rsplit(' ').next()?.trim().parse().ok()
-    })
-}
-
 /// Envoy's log prefix carries the thread id: `[date][tid][level][logger]`.
 fn worker_threads_that_logged(log: &str, needle: &str) -> BTreeSet<String> {
     log.lines()
@@ -298,8 +287,8 @@ fn a_burst_over_two_workers_admits_exactly_the_limit() -> Result<()> {
         );
     }
 
-    let stats = envoy.stats_prometheus()?;
-    let metric = |name: &str| counter(&stats, name);
+    let metrics = envoy.metrics()?;
+    let metric = |name: &str| metrics.get(name);
     assert_eq!(
         metric("citygate_ratelimit_limited"),
         Some(REQUESTS as u64 - LIMIT)

@@ -19,6 +19,8 @@ use citygate_host::envoy::{EnvoyProcess, Gateway};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use serde_json::Value;
 
+use crate::support::{demo_env, gzip};
+
 const PATH: &str = "/v2/entities?type=ParkingSpot&options=keyValues";
 const MIB: usize = 1024 * 1024;
 /// Planted in `policies/scenarios/data/parking-spots.v2-keyvalues.json`.
@@ -207,20 +209,12 @@ fn payload() -> Vec<u8> {
         .expect("payload")
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
-}
-
 fn start() -> Result<(RawUpstream, EnvoyProcess)> {
     let upstream = RawUpstream::start()?;
     let config =
         std::fs::read_to_string(workspace_root().join("policies/config/city-gateway.json"))?;
     let mut gateway = Gateway::new(filter_wasm()?, config, upstream.port);
-    for (name, value) in
-        citygate_host::cli::read_env_file(&workspace_root().join("policies/config/demo.env"))?
-    {
+    for (name, value) in demo_env() {
         gateway = gateway.env(name, value);
     }
     let envoy = EnvoyProcess::start(&gateway)?;
@@ -384,15 +378,8 @@ fn envoy_serves_minimized_bodies_and_never_the_original_bytes() -> Result<()> {
     assert!(!wire.head.contains("x-powered-by"), "{}", wire.head);
     assert!(wire.body.is_empty());
 
-    let stats = envoy.stats_prometheus()?;
-    let counter = |name: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let stats = envoy.metrics()?;
+    let counter = |name: &str| stats.value(name);
     assert_eq!(counter("citygate_redaction_responses"), 2, "{stats}");
     // Five refusals of citygate's; the truncated body is Envoy's own
     // upstream-reset reply (the filter never sees that stream end).

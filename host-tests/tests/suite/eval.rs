@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use citygate_host::cli::{read_env_file, CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
-use citygate_host::eval::{evaluate, EvalRequest, Evaluation, Outcome, RemoteKeys};
+use citygate_host::cli::{CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
+use citygate_host::env_file::read_env_file;
+use citygate_host::eval::{evaluate, EvalRequest, Evaluation, GatewayAction, RemoteKeys};
 use citygate_host::scenario::credentials::Credentials;
 use citygate_host::wasm_build::workspace_root;
 use serde_json::json;
@@ -61,7 +62,7 @@ fn a_citizen_listing_their_requests_shows_input_decision_profile_and_time() {
     assert_eq!(e.redaction_profiles, ["citizen"]);
     assert!(e.eval_micros.is_some());
     assert!(
-        matches!(e.outcome, Outcome::Forwarded { .. }),
+        matches!(e.outcome, GatewayAction::Forwarded { .. }),
         "{:?}",
         e.outcome
     );
@@ -78,7 +79,7 @@ fn a_denial_shows_the_policy_status_and_body_and_no_profile() {
     assert_eq!(decision["http_status"], 400);
     assert!(e.redaction_profiles.is_empty());
     match &e.outcome {
-        Outcome::Answered {
+        GatewayAction::Answered {
             status,
             stage,
             body,
@@ -97,7 +98,7 @@ fn a_request_stopped_before_the_policy_has_no_input() {
     let e = city(get("/admin/users", &[]));
     assert!(e.input.is_none() && e.decision.is_none());
     assert!(
-        matches!(e.outcome, Outcome::Answered { status: 404, .. }),
+        matches!(e.outcome, GatewayAction::Answered { status: 404, .. }),
         "{:?}",
         e.outcome
     );
@@ -107,7 +108,7 @@ fn a_request_stopped_before_the_policy_has_no_input() {
     ));
     assert!(e.input.is_none());
     assert!(
-        matches!(&e.outcome, Outcome::Answered { status: 401, stage: Some(s), .. } if s == "auth"),
+        matches!(&e.outcome, GatewayAction::Answered { status: 401, stage: Some(s), .. } if s == "auth"),
         "{:?}",
         e.outcome
     );

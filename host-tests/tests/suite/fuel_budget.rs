@@ -11,10 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use citygate_host::scenario::credentials::{Credentials, Tamper};
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{Clock, Plugin, Request, RequestOutcome, SharedStore, Upstream, Vm};
+use citygate_host::scenario::credentials::Tamper;
+use citygate_host::wasm_build::workspace_root;
+use citygate_host::{Clock, Request, RequestOutcome, SharedStore, Upstream, Vm};
 use serde_json::{json, Value};
+
+use crate::support::{demo_credentials, get_with_bearer, plugin};
 
 /// The scenario clock: the token is minted at this instant, so it and
 /// everything derived from it are the same on every run.
@@ -30,12 +32,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn credentials() -> Credentials {
-    Credentials::load(&root().join("policies/demo-keys/credentials.yaml")).expect("demo keys")
-}
-
 fn operator_token() -> String {
-    credentials()
+    demo_credentials()
         .mint("operator", Tamper::None, NOW as i64)
         .expect("operator token")
 }
@@ -63,7 +61,7 @@ fn route(jwt: bool, redaction: bool) -> Value {
 }
 
 fn jwt_auth() -> Value {
-    let jwks = credentials()
+    let jwks = demo_credentials()
         .jwks("city-idp", Some(&["demo-rs256-2026"]))
         .expect("jwks");
     json!({"jwt": {"providers": [{
@@ -124,7 +122,7 @@ fn config(stages: usize) -> Value {
 }
 
 fn vm(config: &Value) -> Vm {
-    let plugin = Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads");
+    let plugin = plugin();
     let clock = Clock::at_unix_secs(NOW);
     let mut builder = plugin
         .vm()
@@ -153,10 +151,6 @@ fn request_fuel(vm: &mut Vm, request: Request, upstream: Upstream) -> u64 {
     let reply = exchange.respond(upstream).expect("answered");
     assert_eq!(reply.status, 200, "{}", reply.body_str());
     vm.take_fuel_used().iter().map(|f| f.fuel).sum()
-}
-
-fn with_token(request: Request, token: &str) -> Request {
-    request.header("authorization", &format!("Bearer {token}"))
 }
 
 struct Case {
@@ -233,7 +227,7 @@ fn measure(case: &Case, token: &str) -> u64 {
         } else {
             (PATH, Upstream::ok())
         };
-        request_fuel(vm, with_token(Request::get(path), token), upstream)
+        request_fuel(vm, get_with_bearer(path, token), upstream)
     };
     if case.warm {
         send(&mut vm);

@@ -16,9 +16,10 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use citygate_host::scenario::credentials::{Credentials, Tamper};
+use citygate_host::scenario::credentials::Tamper;
 use citygate_host::wasm_build::workspace_root;
 
+use crate::support::{demo_credentials, get_with_bearer};
 use crate::{drivers, wasm_driver};
 
 const KINDS: &[&str] = &["seeds", "corpus", "regressions"];
@@ -168,8 +169,7 @@ fn wasm_driver_reaches_upstream_with_a_demo_token() {
         .mint("citizen", Tamper::None, drivers::NOW as i64)
         .expect("mint");
     let mut vm = wasm_driver::city_vm();
-    let request = citygate_host::Request::get("/open311/v2/requests/EX-2025-000102.json")
-        .header("authorization", &format!("Bearer {token}"));
+    let request = get_with_bearer("/open311/v2/requests/EX-2025-000102.json", &token);
     let mut exchange = vm.send(request).expect("request phase");
     assert!(
         matches!(
@@ -194,11 +194,6 @@ fn wasm_driver_reaches_upstream_with_a_demo_token() {
 }
 
 // ---- seed corpora -----------------------------------------------------------
-
-fn demo_credentials() -> Credentials {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-        .expect("demo credentials")
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::create_dir_all(dir).expect("mkdir");

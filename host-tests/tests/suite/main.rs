@@ -35,5 +35,7 @@ mod policy_wasm;
 mod ratelimit_wasm;
 mod redaction_wasm;
 mod schema;
+// Helpers the areas share.
+mod support;
 #[path = "../../fuzz/wasm_driver.rs"]
 mod wasm_driver;

@@ -7,16 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{Clock, Headers, Plugin, Request, RequestOutcome, Upstream, Vm};
+use citygate_host::wasm_build::workspace_root;
+use citygate_host::{Clock, Request, Vm};
 use serde_json::{json, Value};
 
-const START: u64 = 1_790_000_000;
+use crate::support::{metric, plugin, send};
 
-fn plugin() -> Plugin {
-    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
-}
+const START: u64 = 1_790_000_000;
 
 /// Two anonymous routes (`/open`, `/trial`) under one Rego module.
 fn config(module: &str, policy: Value, trial_dry_run: bool) -> String {
@@ -43,36 +40,6 @@ fn vm(config: &str, clock: &Clock) -> Vm {
         .expect("the VM starts with this configuration")
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Headers,
-    body: Vec<u8>,
-    forwarded: bool,
-}
-
-fn send(vm: &mut Vm, request: Request) -> Result<Answer> {
-    let mut exchange = vm.send(request)?;
-    match exchange.outcome() {
-        RequestOutcome::Forwarded(_) => {
-            let reply = exchange.respond(Upstream::ok().json("{}"))?;
-            Ok(Answer {
-                status: reply.status,
-                headers: reply.headers,
-                body: reply.body,
-                forwarded: true,
-            })
-        }
-        RequestOutcome::Local(reply) => Ok(Answer {
-            status: reply.status,
-            headers: reply.headers,
-            body: reply.body,
-            forwarded: false,
-        }),
-        other => bail!("the filter neither forwarded nor answered: {other:?}"),
-    }
-}
-
 /// The decision-log lines (JSON objects at info level), oldest first.
 fn decision_lines(vm: &Vm) -> Vec<Value> {
     vm.logs()
@@ -80,10 +47,6 @@ fn decision_lines(vm: &Vm) -> Vec<Value> {
         .filter_map(|entry| serde_json::from_str::<Value>(&entry.message).ok())
         .filter(|line| line.get("outcome").is_some())
         .collect()
-}
-
-fn metric(vm: &Vm, name: &str) -> u64 {
-    vm.metric(name).unwrap_or(0)
 }
 
 /// Moves the clock forward from another thread while the guest runs, as

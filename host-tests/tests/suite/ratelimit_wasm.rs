@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use citygate_host::wasm_build::filter_wasm;
-use citygate_host::{Clock, Headers, Plugin, Request, RequestOutcome, SharedStore, Upstream, Vm};
+use citygate_host::{Clock, Request, SharedStore, Vm};
 use serde_json::{json, Value};
+
+use crate::support::{metric, plugin, send, Answer};
 
 /// An open-data API with two anonymous routes, as in the city pack.
 fn config(rate_limits: Value) -> String {
@@ -33,10 +33,6 @@ fn rule(name: &str, key: Value, capacity: u64, tokens: u64, period: u64) -> Valu
     })
 }
 
-fn plugin() -> Plugin {
-    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
-}
-
 /// `n` VMs of one module on one shared store and one clock: Envoy's workers.
 fn workers(n: usize, config: &str, store: &SharedStore, clock: &Clock) -> Vec<Vm> {
     let plugin = plugin();
@@ -53,54 +49,15 @@ fn workers(n: usize, config: &str, store: &SharedStore, clock: &Clock) -> Vec<Vm
         .collect()
 }
 
-/// What the client got.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Headers,
-    body: Vec<u8>,
-    forwarded: bool,
-}
-
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
-    }
-
+    /// Forwarded and answered 200: the limit let it through.
     fn admitted(&self) -> bool {
         self.forwarded && self.status == 200
     }
 }
 
-/// Sends a request; a forwarded one is answered `200 {}` by the upstream.
-fn send(vm: &mut Vm, request: Request) -> Result<Answer> {
-    let mut exchange = vm.send(request)?;
-    match exchange.outcome() {
-        RequestOutcome::Forwarded(_) => {
-            let reply = exchange.respond(Upstream::ok().json("{}"))?;
-            Ok(Answer {
-                status: reply.status,
-                headers: reply.headers,
-                body: reply.body,
-                forwarded: true,
-            })
-        }
-        RequestOutcome::Local(reply) => Ok(Answer {
-            status: reply.status,
-            headers: reply.headers,
-            body: reply.body,
-            forwarded: false,
-        }),
-        other => bail!("the filter neither forwarded nor answered: {other:?}"),
-    }
-}
-
 fn entities() -> Request {
     Request::get("/v2/entities?type=ParkingSpot")
-}
-
-fn metric(vm: &Vm, name: &str) -> u64 {
-    vm.metric(name).unwrap_or(0)
 }
 
 /// A refusal as the contract has it: 429 problem+json from the rate-limit

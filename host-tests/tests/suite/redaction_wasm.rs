@@ -6,15 +6,15 @@
 //! committed), and the metrics and decision-log lines a run leaves: counts,
 //! never a value.
 
-use std::io::Write as _;
-
-use citygate_host::scenario::credentials::{expand, Credentials};
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
+use citygate_host::scenario::credentials::expand;
+use citygate_host::wasm_build::workspace_root;
 use citygate_host::{
     CalloutReply, ClientResponse, Clock, Plugin, Request, SharedStore, Upstream, Vm,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::support::{demo_credentials, demo_env, gzip, metric, plugin};
 
 const MIB: usize = 1024 * 1024;
 /// Planted in the payloads of `policies/scenarios/data/` (fictional people).
@@ -37,22 +37,10 @@ fn data(name: &str) -> Vec<u8> {
     root_file(&format!("policies/scenarios/data/{name}")).into_bytes()
 }
 
-fn credentials() -> Credentials {
-    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
-        .expect("the demo credentials load")
-}
-
-fn env() -> Vec<(String, String)> {
-    citygate_host::cli::read_env_file(&workspace_root().join("policies/config/demo.env"))
-        .expect("demo.env")
-        .into_iter()
-        .collect()
-}
-
 /// A worker of the city gateway, as `envoy/gateway.yaml` runs it, with the
 /// city IdP's keys fetched (first tick).
 fn worker(plugin: &Plugin, clock: &Clock, shared: &SharedStore) -> Vm {
-    let jwks = credentials().jwks("city-idp", None).expect("JWKS");
+    let jwks = demo_credentials().jwks("city-idp", None).expect("JWKS");
     let mut builder = plugin
         .vm()
         .config(root_file("policies/config/city-gateway.json"))
@@ -60,7 +48,7 @@ fn worker(plugin: &Plugin, clock: &Clock, shared: &SharedStore) -> Vm {
         .shared(shared)
         .headers_stop_iteration(true)
         .callout("jwks", CalloutReply::json(200, jwks.to_string()));
-    for (name, value) in env() {
+    for (name, value) in demo_env() {
         builder = builder.env(name, value);
     }
     let mut vm = builder.start().expect("the city pack loads");
@@ -68,13 +56,14 @@ fn worker(plugin: &Plugin, clock: &Clock, shared: &SharedStore) -> Vm {
     vm
 }
 
-fn plugin() -> Plugin {
-    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
-}
-
 fn bearer(token: &str, clock: &Clock) -> String {
     let now = i64::try_from(clock.now_nanos() / 1_000_000_000).expect("time");
-    let jwt = expand(&format!("{{{{jwt:{token}}}}}"), Some(&credentials()), now).expect("mint");
+    let jwt = expand(
+        &format!("{{{{jwt:{token}}}}}"),
+        Some(&demo_credentials()),
+        now,
+    )
+    .expect("mint");
     format!("Bearer {jwt}")
 }
 
@@ -105,12 +94,6 @@ fn json_reply(body: Vec<u8>, content_type: &str) -> Upstream {
     Upstream::ok()
         .header("content-type", content_type)
         .body(body)
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
 }
 
 fn assert_no_planted(text: &str, what: &str) {
@@ -232,10 +215,8 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 }
 
 fn pseudonym(value: &str) -> String {
-    let key = env()
-        .into_iter()
-        .find(|(name, _)| name == "CITYGATE_PSEUDONYM_KEY")
-        .map(|(_, v)| v)
+    let key = demo_env()
+        .remove("CITYGATE_PSEUDONYM_KEY")
         .expect("the demo pseudonym key");
     let mac = hmac_sha256(key.as_bytes(), value.as_bytes());
     format!("pn_k2026:{}", &hex::encode(mac)[..16])
@@ -437,22 +418,21 @@ fn metrics_count_what_was_changed_and_the_log_has_counts_but_no_values() {
     );
     assert_eq!(exchange(&mut vm, &clock, None, path, broken).status, 502);
 
-    let metric = |name: &str| vm.metric(name).unwrap_or(0);
-    assert_eq!(metric("citygate_redaction_responses"), 2);
-    assert_eq!(metric("citygate_redaction_failed_closed"), 1);
+    assert_eq!(metric(&vm, "citygate_redaction_responses"), 2);
+    assert_eq!(metric(&vm, "citygate_redaction_failed_closed"), 1);
     // analyst: 6 hashed (two spot names, plate, driver, phone, e-mail), 11
     // removed (the description and the metadata of changed attributes), 2+2
     // generalized (locations, times); open data: 15 removed by the
     // allowlist, 2+2 generalized.
-    assert_eq!(metric("citygate_redaction_hashed"), 6);
-    assert_eq!(metric("citygate_redaction_generalized"), 8);
-    assert_eq!(metric("citygate_redaction_removed"), 26);
+    assert_eq!(metric(&vm, "citygate_redaction_hashed"), 6);
+    assert_eq!(metric(&vm, "citygate_redaction_generalized"), 8);
+    assert_eq!(metric(&vm, "citygate_redaction_removed"), 26);
     assert_eq!(
-        metric("citygate_redaction_fields"),
-        metric("citygate_redaction_hashed")
-            + metric("citygate_redaction_generalized")
-            + metric("citygate_redaction_removed")
-            + metric("citygate_redaction_masked")
+        metric(&vm, "citygate_redaction_fields"),
+        metric(&vm, "citygate_redaction_hashed")
+            + metric(&vm, "citygate_redaction_generalized")
+            + metric(&vm, "citygate_redaction_removed")
+            + metric(&vm, "citygate_redaction_masked")
     );
 
     let lines: Vec<String> = vm.logs().iter().map(|l| l.message.clone()).collect();

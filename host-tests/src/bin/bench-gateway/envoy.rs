@@ -8,7 +8,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use citygate_host::envoy::{free_port, render_bootstrap};
+use citygate_host::envoy::{free_port, process_rss_kib, render_bootstrap, Admin};
 use serde_json::Value;
 
 use crate::variants::Variant;
@@ -54,7 +54,7 @@ pub struct Launch {
 pub struct BenchEnvoy {
     child: Child,
     port: u16,
-    admin_port: u16,
+    admin: Admin,
     run_dir: PathBuf,
     agent: ureq::Agent,
 }
@@ -118,7 +118,7 @@ impl BenchEnvoy {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", launch.binary.display()))?;
-        let agent = ureq::Agent::config_builder()
+        let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(10)))
@@ -127,7 +127,7 @@ impl BenchEnvoy {
         Ok(BenchEnvoy {
             child,
             port,
-            admin_port,
+            admin: Admin::new(admin_port, agent.clone()),
             run_dir: run_dir.to_path_buf(),
             agent,
         })
@@ -139,7 +139,7 @@ impl BenchEnvoy {
             if let Some(status) = self.child.try_wait()? {
                 bail!("Envoy exited ({status}); log tail:\n{}", self.log_tail());
             }
-            if self.admin("/ready").is_ok_and(|b| b.trim() == "LIVE") {
+            if self.admin.is_live() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -179,16 +179,7 @@ impl BenchEnvoy {
     }
 
     pub fn admin(&self, path: &str) -> Result<String> {
-        let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
-        let mut response = self.agent.get(&url).call()?;
-        if response.status().as_u16() != 200 {
-            bail!("admin {path}: {}", response.status());
-        }
-        Ok(response
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()?)
+        self.admin.get(path)
     }
 
     /// Envoy's pid (taskset execs Envoy, so it is the same process).
@@ -196,15 +187,9 @@ impl BenchEnvoy {
         self.child.id()
     }
 
-    /// Resident set size in KiB (`VmRSS` of `/proc/PID/status`).
+    /// Resident set size in KiB.
     pub fn rss_kib(&self) -> Result<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS in /proc/<pid>/status")
+        process_rss_kib(self.pid())
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,201 @@
+//! The demo API's HTTP server: tiny_http on 127.0.0.1 with a few worker
+//! threads, every request recorded before it is answered (scripted reply, or
+//! the route's), stopped on drop.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+use tiny_http::{Request, Server};
+
+use super::jwks::JwksControl;
+use super::request::ReceivedRequest;
+use super::routes::route;
+use super::scripted::{write_scripted, ScriptedReply};
+
+const WORKERS: usize = 8;
+const MAX_REQUEST_BODY: u64 = 16 * 1024 * 1024;
+
+struct Shared {
+    received: Mutex<Vec<ReceivedRequest>>,
+    jwks: JwksControl,
+    script: Mutex<Option<ScriptedReply>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn received(&self) -> MutexGuard<'_, Vec<ReceivedRequest>> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running demo API on 127.0.0.1; stops on drop.
+pub struct DemoApi {
+    pub port: u16,
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DemoApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoApi").field("port", &self.port).finish()
+    }
+}
+
+impl DemoApi {
+    /// On a free port, with an empty key set.
+    pub fn start() -> Result<Self> {
+        Self::start_with_jwks(json!({ "keys": [] }))
+    }
+
+    /// On a free port, serving `jwks` at `/.well-known/jwks.json`.
+    pub fn start_with_jwks(jwks: Value) -> Result<Self> {
+        Self::start_on(0, jwks)
+    }
+
+    /// On a given port (0 = free), for the foreground demo.
+    pub fn start_on(port: u16, jwks: Value) -> Result<Self> {
+        let server =
+            Arc::new(Server::http(("127.0.0.1", port)).map_err(|e| anyhow!("demo API: {e}"))?);
+        let port = server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.port())
+            .ok_or_else(|| anyhow!("demo API: not an IP listener"))?;
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            jwks: JwksControl::new(jwks),
+            script: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
+                thread::spawn(move || serve(&server, &shared))
+            })
+            .collect();
+        Ok(DemoApi {
+            port,
+            shared,
+            server,
+            workers,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answer every request (but the JWKS) with `reply`; `None` restores
+    /// the demo data.
+    pub fn script(&self, reply: Option<ScriptedReply>) {
+        *self.shared.script.lock().unwrap_or_else(|p| p.into_inner()) = reply;
+    }
+
+    /// Change the JWKS or its behaviour at run time.
+    pub fn jwks(&self) -> JwksControl {
+        self.shared.jwks.clone()
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.shared.received().clone()
+    }
+
+    /// Number of requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.received().len()
+    }
+
+    /// Number of requests whose path starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.shared
+            .received()
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .count()
+    }
+
+    /// The most recent request whose path starts with `prefix`.
+    pub fn last(&self, prefix: &str) -> Option<ReceivedRequest> {
+        self.shared
+            .received()
+            .iter()
+            .rev()
+            .find(|r| r.path.starts_with(prefix))
+            .cloned()
+    }
+}
+
+impl Drop for DemoApi {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn serve(server: &Server, shared: &Shared) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(request)) => handle(request, shared),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn handle(mut request: Request, shared: &Shared) {
+    let received = record(&mut request);
+    shared.received().push(received.clone());
+    if received.path != "/.well-known/jwks.json" {
+        let script = shared
+            .script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(script) = script {
+            let _ = write_scripted(request, &script);
+            return;
+        }
+    }
+    let _ = route(&received, &shared.jwks).send(request);
+}
+
+fn record(request: &mut Request) -> ReceivedRequest {
+    let (path, query) = match request.url().split_once('?') {
+        Some((p, q)) => (p.to_owned(), q.to_owned()),
+        None => (request.url().to_owned(), String::new()),
+    };
+    let headers = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    let _ = request
+        .as_reader()
+        .take(MAX_REQUEST_BODY)
+        .read_to_end(&mut body);
+    ReceivedRequest {
+        method: request.method().as_str().to_owned(),
+        path,
+        query,
+        headers,
+        body,
+    }
+}

@@ -1,0 +1,142 @@
+//! Helpers the suite's areas share: the real filter and the DEMO ONLY
+//! credentials and secrets, requests with a bearer token, gzip bodies, one
+//! exchange as the client sees it, and waiting for (and reporting on) a real
+//! Envoy.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use citygate_host::env_file::read_env_file;
+use citygate_host::envoy::EnvoyProcess;
+use citygate_host::scenario::credentials::Credentials;
+use citygate_host::wasm_build::{filter_wasm, workspace_root};
+use citygate_host::{Headers, Plugin, Request, RequestOutcome, Upstream, Vm};
+
+/// The release `citygate_filter.wasm`, built on first use.
+pub fn plugin() -> Plugin {
+    Plugin::load(filter_wasm().expect("the filter builds")).expect("the filter loads")
+}
+
+/// The demo keys and tokens (`policies/demo-keys/credentials.yaml`).
+pub fn demo_credentials() -> Credentials {
+    Credentials::load(&workspace_root().join("policies/demo-keys/credentials.yaml"))
+        .expect("the demo credentials load")
+}
+
+/// The city pack's VM environment (`policies/config/demo.env`).
+pub fn demo_env() -> BTreeMap<String, String> {
+    read_env_file(&workspace_root().join("policies/config/demo.env")).expect("demo.env")
+}
+
+/// `bytes` gzip-encoded (default level), as an upstream would send them.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+/// The VM's clock in Unix seconds, to mint tokens valid for it.
+pub fn vm_now(vm: &Vm) -> i64 {
+    i64::try_from(vm.clock().now_nanos() / 1_000_000_000).unwrap_or(i64::MAX)
+}
+
+/// `Bearer <token>`, an `authorization` header's value.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The request with `token` as its bearer credential.
+pub fn with_bearer(request: Request, token: &str) -> Request {
+    request.header("authorization", &bearer(token))
+}
+
+/// A GET of `path` with `token` as its bearer credential.
+pub fn get_with_bearer(path: &str, token: &str) -> Request {
+    with_bearer(Request::get(path), token)
+}
+
+/// A counter or gauge the VM defined (0 when not defined).
+pub fn metric(vm: &Vm, name: &str) -> u64 {
+    vm.metric(name).unwrap_or(0)
+}
+
+/// What the client got, and whether the upstream saw the request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub forwarded: bool,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request; a forwarded one is answered `200 {}` by the upstream.
+pub fn send(vm: &mut Vm, request: Request) -> Result<Answer> {
+    send_with(vm, request, Upstream::ok().json("{}"))
+}
+
+/// Sends a request; a forwarded one is answered with `reply`. A reset stream
+/// is an error: no client got an answer.
+pub fn send_with(vm: &mut Vm, request: Request, reply: Upstream) -> Result<Answer> {
+    let mut exchange = vm.send(request)?;
+    match exchange.outcome() {
+        RequestOutcome::Forwarded(_) => {
+            let response = exchange.respond(reply)?;
+            if response.reset {
+                bail!("the stream was reset");
+            }
+            Ok(Answer {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+                forwarded: true,
+            })
+        }
+        RequestOutcome::Local(local) => Ok(Answer {
+            status: local.status,
+            headers: local.headers,
+            body: local.body,
+            forwarded: false,
+        }),
+        other => bail!("the filter neither forwarded nor answered: {other:?}"),
+    }
+}
+
+/// Retries `probe` every 100 ms until it yields a value, for at most
+/// `patience`: conditions in a real Envoy (ticks, file watches, log
+/// flushes) are waited for, never slept for.
+pub fn eventually<T>(
+    patience: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = probe()? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("gave up waiting: {what}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `lines` lines of Envoy's log, for a failure message.
+pub fn log_tail(envoy: &EnvoyProcess, lines: usize) -> String {
+    let log = envoy.log();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
