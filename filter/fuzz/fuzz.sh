@@ -27,7 +27,11 @@ root="$(cd "$here/../.." && pwd)"
 ALL_TARGETS=(config jwt request redact wasm_gateway)
 # Release with debug assertions and overflow checks; the same flags every
 # time so `run` and `smoke` reuse one build.
-FUZZ_FLAGS=(-O -a)
+# Every cargo fuzz call runs inside the target's fuzz crate, and names it
+# with --fuzz-dir: filter/fuzz sits in a folder with no Cargo.toml of its
+# own, so cargo fuzz's default (the nearest package's fuzz/) would look for
+# a fuzz/ at the workspace root.
+FUZZ_FLAGS=(-O -a --fuzz-dir .)
 # No backtrace captured for errors: regorus' parser builds an anyhow error
 # for every alternative it abandons, and with RUST_BACKTRACE set each one
 # walks the stack (seconds per input; Envoy's Wasm never captures them).
