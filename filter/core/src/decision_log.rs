@@ -28,6 +28,10 @@ pub struct DecisionRecord {
     pub stage: Option<Stage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The policy failed rather than decided (its denial is fail-closed):
+    /// tells an operator a broken policy from a deliberate refusal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub policy_error: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redaction: Option<RedactionSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -211,6 +211,7 @@ impl CompiledConfig {
             record.policy_eval_us = Some(decision.eval_micros);
         }
         record.reason = decision.reason.clone();
+        record.policy_error = decision.failed;
         if !decision.allowed {
             if decision.dry_run {
                 host.count(Metric::PolicyDryRunDenied, 1);

@@ -40,6 +40,9 @@ pub struct Decision {
     pub eval_micros: u64,
     /// Dry-run: the decision is logged, never enforced.
     pub dry_run: bool,
+    /// The policy failed (no input, an undefined decision, a runtime error,
+    /// the time budget): denied, but not by the policy's choice.
+    pub failed: bool,
 }
 
 pub struct RequestContext<'a> {
@@ -205,6 +208,7 @@ impl PolicyEngine {
                     reason: Some(reason),
                     eval_micros,
                     dry_run,
+                    failed: true,
                     ..Decision::default()
                 }
             }

@@ -469,6 +469,7 @@ fn undefined_and_errors_deny_with_a_logged_reason_and_no_input() {
         d.reason.as_deref(),
         Some("the policy decision is undefined")
     );
+    assert!(d.failed);
     assert_eq!(host.counter(Metric::PolicyError), 1);
     assert_eq!(host.histograms.borrow()[&Metric::PolicyEvalMicros].len(), 1);
 

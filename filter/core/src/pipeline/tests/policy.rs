@@ -51,6 +51,33 @@ fn deny_replies_carry_the_policy_status_and_headers() {
     let log = host.log_lines().join("\n");
     assert!(log.contains("\"policy_eval_us\""), "{log}");
     assert!(log.contains("not a GET"), "{log}");
+    assert!(!log.contains("policy_error"), "{log}");
+}
+
+#[test]
+fn a_failing_policy_denies_and_its_line_says_the_policy_failed() {
+    let config = serde_json::json!({
+        "routes": [{"name": "open", "match": {"path_prefix": "/v2"}, "auth": {"anonymous": true}}],
+        "policy": {"modules": {"p.rego": "package envoy.authz\n\nallow if input.attributes.request.http.method == \"GET\"\n"}},
+    });
+    let gw = CompiledConfig::from_json(config.to_string().as_bytes(), &|_| None).unwrap();
+    let host = MemoryHost::default();
+    let admitted = gw.admit(&request("DELETE"), &host).unwrap();
+    let reply = gw.authorize(admitted, None, false, &host).unwrap_err();
+    assert_eq!(reply.status, 403);
+    let line = host
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("\"outcome\""))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["outcome"], "denied", "{line}");
+    assert_eq!(record["stage"], "policy", "{line}");
+    assert_eq!(record["policy_error"], true, "{line}");
+    assert_eq!(
+        record["reason"], "the policy decision is undefined",
+        "{line}"
+    );
 }
 
 #[test]
