@@ -278,6 +278,37 @@ impl EnvoyProcess {
         read_reply(response)
     }
 
+    /// Like [`Self::request`], but the body goes with chunked transfer
+    /// encoding in pieces of `chunk_size` bytes, a moment apart, so Envoy
+    /// hands the filter the body in several parts as a slow client would
+    /// (how many is up to Envoy's socket reads).
+    pub fn request_in_chunks(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        chunk_size: usize,
+    ) -> Result<HttpReply> {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut reader = SlowChunks {
+            rest: body,
+            chunk_size: chunk_size.max(1),
+            started: false,
+        };
+        let request = builder.body(ureq::SendBody::from_reader(&mut reader))?;
+        let response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("{method} {path} via Envoy in chunks of {chunk_size}"))?;
+        read_reply(response)
+    }
+
     /// Blocks until Envoy exits (the demo runs it in the foreground).
     pub fn wait(&mut self) -> Result<ExitStatus> {
         Ok(self.child.wait()?)
@@ -320,6 +351,31 @@ fn new_run_dir() -> Result<PathBuf> {
         ));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// A body reader that yields at most `chunk_size` bytes per read and
+/// pauses before each read after the first (ureq sends one chunk per read,
+/// with `TCP_NODELAY`).
+struct SlowChunks<'a> {
+    rest: &'a [u8],
+    chunk_size: usize,
+    started: bool,
+}
+
+impl std::io::Read for SlowChunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() {
+            return Ok(0);
+        }
+        if self.started {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.started = true;
+        let n = self.chunk_size.min(buf.len()).min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
 }
 
 fn tail(log: &str) -> String {

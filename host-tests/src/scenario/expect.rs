@@ -4,7 +4,9 @@
 use anyhow::Result;
 use serde_json_path::JsonPath;
 
-use super::file::{BodyExpectation, Expectation, HeaderExpectation};
+use super::file::{
+    BodyExpectation, DecisionExpectation, Expectation, ExpectedOutcome, HeaderExpectation,
+};
 
 /// What one request produced, whichever runner (wasmtime or Envoy) sent it.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +17,9 @@ pub struct Observed {
     pub reached_upstream: bool,
     pub upstream_path: Option<String>,
     pub upstream_headers: Vec<(String, String)>,
+    pub upstream_body: Vec<u8>,
+    /// The request's decision-log line, when the case asks about it.
+    pub decision: Option<serde_json::Value>,
 }
 
 pub fn check(expect: &Expectation, observed: &Observed) -> Result<Vec<String>> {
@@ -56,10 +61,19 @@ pub fn check(expect: &Expectation, observed: &Observed) -> Result<Vec<String>> {
                 &observed.upstream_headers,
                 &mut failures,
             )?;
+            check_body(
+                "upstream body",
+                &upstream.body,
+                &observed.upstream_body,
+                &mut failures,
+            )?;
         }
     }
     check_headers("header", &expect.headers, &observed.headers, &mut failures)?;
-    check_body(&expect.body, &observed.body, &mut failures)?;
+    check_body("body", &expect.body, &observed.body, &mut failures)?;
+    if let Some(decision) = &expect.decision {
+        check_decision(decision, observed.decision.as_ref(), &mut failures)?;
+    }
     Ok(failures)
 }
 
@@ -68,6 +82,65 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn check_decision(
+    expect: &DecisionExpectation,
+    record: Option<&serde_json::Value>,
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    let Some(record) = record else {
+        failures.push("decision: expected a decision-log line, found none".to_string());
+        return Ok(());
+    };
+    let outcome = record["outcome"].as_str().unwrap_or("");
+    let failed = record["policy_error"] == serde_json::Value::Bool(true);
+    let actual = match (outcome, failed) {
+        ("allowed", _) => Some(ExpectedOutcome::Allowed),
+        ("denied", true) => Some(ExpectedOutcome::Error),
+        ("denied", false) => Some(ExpectedOutcome::Denied),
+        ("dry_run_denied", _) => Some(ExpectedOutcome::DryRunDenied),
+        _ => None,
+    };
+    if actual != Some(expect.outcome) {
+        failures.push(format!(
+            "decision: expected {:?}, got {actual:?} (line: {record})",
+            expect.outcome
+        ));
+    }
+    let stage = record["stage"].as_str();
+    if let Some(expected) = &expect.stage {
+        if stage != Some(expected.as_str()) {
+            failures.push(format!(
+                "decision stage: expected {expected:?}, got {stage:?}"
+            ));
+        }
+    }
+    let reason = record["reason"].as_str();
+    if let Some(expected) = &expect.reason {
+        if reason != Some(expected.as_str()) {
+            failures.push(format!(
+                "decision reason: expected {expected:?}, got {reason:?}"
+            ));
+        }
+    }
+    if let Some(pattern) = &expect.reason_matches {
+        let regex = regex::Regex::new(pattern)?;
+        if !reason.is_some_and(|r| regex.is_match(r)) {
+            failures.push(format!(
+                "decision reason: expected to match /{pattern}/, got {reason:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_headers(
@@ -87,34 +160,63 @@ fn check_headers(
         }
     }
     for (name, value) in &expect.equal {
-        let actual = header(headers, name);
-        if actual != Some(value.as_str()) {
-            failures.push(format!(
-                "{what} `{name}`: expected {value:?}, got {actual:?}"
-            ));
+        match header_values(headers, name).as_slice() {
+            [only] if *only == value.as_str() => {}
+            [] | [_] => failures.push(format!(
+                "{what} `{name}`: expected {value:?}, got {:?}",
+                header(headers, name)
+            )),
+            many => failures.push(format!(
+                "{what} `{name}`: expected the single value {value:?}, got {many:?}"
+            )),
         }
     }
     for (name, pattern) in &expect.matches {
         let regex = regex::Regex::new(pattern)?;
-        match header(headers, name) {
-            Some(value) if regex.is_match(value) => {}
-            actual => failures.push(format!(
-                "{what} `{name}`: expected to match /{pattern}/, got {actual:?}"
+        match header_values(headers, name).as_slice() {
+            [only] if regex.is_match(only) => {}
+            [] | [_] => failures.push(format!(
+                "{what} `{name}`: expected to match /{pattern}/, got {:?}",
+                header(headers, name)
             )),
+            many => failures.push(format!(
+                "{what} `{name}`: expected a single value matching /{pattern}/, got {many:?}"
+            )),
+        }
+    }
+    for (name, values) in &expect.values {
+        let actual = header_values(headers, name);
+        if actual != values.iter().map(String::as_str).collect::<Vec<_>>() {
+            failures.push(format!(
+                "{what} `{name}`: expected the values {values:?}, got {actual:?}"
+            ));
         }
     }
     Ok(())
 }
 
-fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>) -> Result<()> {
+fn check_body(
+    what: &str,
+    expect: &BodyExpectation,
+    body: &[u8],
+    failures: &mut Vec<String>,
+) -> Result<()> {
     let text = String::from_utf8_lossy(body);
     if expect.empty && !body.is_empty() {
-        failures.push(format!("body: expected empty, got {}", preview(body)));
+        failures.push(format!("{what}: expected empty, got {}", preview(body)));
+    }
+    if let Some(exact) = &expect.exact {
+        if body != exact.as_bytes() {
+            failures.push(format!(
+                "{what}: expected exactly {exact:?}, got {}",
+                preview(body)
+            ));
+        }
     }
     for needle in &expect.contains {
         if !text.contains(needle.as_str()) {
             failures.push(format!(
-                "body: expected to contain {needle:?}, got {}",
+                "{what}: expected to contain {needle:?}, got {}",
                 preview(body)
             ));
         }
@@ -122,7 +224,7 @@ fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>)
     for needle in &expect.not_contains {
         if text.contains(needle.as_str()) {
             failures.push(format!(
-                "body: expected not to contain {needle:?}, but it does"
+                "{what}: expected not to contain {needle:?}, but it does"
             ));
         }
     }
@@ -136,23 +238,26 @@ fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>)
     let document: serde_json::Value = match serde_json::from_slice(body) {
         Ok(document) => document,
         Err(e) => {
-            failures.push(format!("body: expected JSON, got {} ({e})", preview(body)));
+            failures.push(format!(
+                "{what}: expected JSON, got {} ({e})",
+                preview(body)
+            ));
             return Ok(());
         }
     };
     if let Some(json) = &expect.json {
         if json != &document {
-            failures.push(format!("body: expected {json}, got {document}"));
+            failures.push(format!("{what}: expected {json}, got {document}"));
         }
     }
     for (path, value) in &expect.json_paths {
         let nodes = JsonPath::parse(path)?.query(&document).all();
         match nodes.as_slice() {
             [only] if *only == value => {}
-            [only] => failures.push(format!("body {path}: expected {value}, got {only}")),
-            [] => failures.push(format!("body {path}: expected {value}, got nothing")),
+            [only] => failures.push(format!("{what} {path}: expected {value}, got {only}")),
+            [] => failures.push(format!("{what} {path}: expected {value}, got nothing")),
             many => failures.push(format!(
-                "body {path}: expected one node {value}, got {}",
+                "{what} {path}: expected one node {value}, got {}",
                 many.len()
             )),
         }
@@ -161,7 +266,7 @@ fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>)
         let nodes = JsonPath::parse(path)?.query(&document).all();
         if let Some(first) = nodes.first() {
             failures.push(format!(
-                "body {path}: expected nothing, got {} node(s), first {first}",
+                "{what} {path}: expected nothing, got {} node(s), first {first}",
                 nodes.len()
             ));
         }
@@ -169,7 +274,7 @@ fn check_body(expect: &BodyExpectation, body: &[u8], failures: &mut Vec<String>)
     for path in &expect.present_paths {
         if JsonPath::parse(path)?.query(&document).all().is_empty() {
             failures.push(format!(
-                "body {path}: expected at least one node, got nothing"
+                "{what} {path}: expected at least one node, got nothing"
             ));
         }
     }
@@ -245,5 +350,83 @@ body: { json: { id: x }, present_paths: ["$.id"], not_contains: ["email"] }
         )
         .unwrap();
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_duplicate_header_cannot_hide_behind_the_right_value() {
+        let observed = Observed {
+            status: 200,
+            headers: vec![
+                ("x-user-role".into(), "analyst".into()),
+                ("x-user-role".into(), "operator".into()),
+            ],
+            ..Default::default()
+        };
+        let failures = check(
+            &expectation(r#"headers: { equal: { x-user-role: analyst }, matches: { x-user-role: "^analyst$" } }"#),
+            &observed,
+        )
+        .unwrap();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("single value"), "{failures:?}");
+        let listed = check(
+            &expectation(r#"headers: { values: { x-user-role: [analyst, operator] } }"#),
+            &observed,
+        )
+        .unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+    }
+
+    #[test]
+    fn the_upstream_body_is_checked_like_the_reply_body() {
+        let observed = Observed {
+            status: 201,
+            reached_upstream: true,
+            upstream_body: br#"{"service_code":"pothole"}"#.to_vec(),
+            ..Default::default()
+        };
+        let failures = check(
+            &expectation(
+                r#"
+upstream_request:
+  body: { exact: '{"service_code":"POTHOLE"}', json_paths: { "$.service_code": POTHOLE }, not_contains: [pothole] }
+"#,
+            ),
+            &observed,
+        )
+        .unwrap();
+        assert_eq!(failures.len(), 3, "{failures:?}");
+        assert!(
+            failures.iter().all(|f| f.starts_with("upstream body")),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_policy_is_not_a_deliberate_denial() {
+        let failed = Observed {
+            status: 403,
+            decision: Some(serde_json::json!({
+                "request_id": "r1", "outcome": "denied", "stage": "policy",
+                "reason": "the policy decision is undefined", "policy_error": true
+            })),
+            ..Default::default()
+        };
+        let denied = expectation(
+            r#"decision: { outcome: denied, stage: policy, reason: "object outside the caller's district" }"#,
+        );
+        let failures = check(&denied, &failed).unwrap();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            failures[0].contains("expected Denied, got Some(Error)"),
+            "{failures:?}"
+        );
+        let error = expectation(r#"decision: { outcome: error, reason_matches: "undefined" }"#);
+        assert!(check(&error, &failed).unwrap().is_empty());
+        let nothing = check(&error, &Observed::default()).unwrap();
+        assert_eq!(
+            nothing,
+            vec!["decision: expected a decision-log line, found none"]
+        );
     }
 }

@@ -74,18 +74,36 @@ pub struct Case {
     /// Advance the clock this many seconds before the case.
     #[serde(default)]
     pub advance_seconds: u64,
-    /// Send the same request this many times; the expectation applies to
-    /// the last, `expect_each` to every one.
+    /// Send the same request this many times; `expect` applies to the last
+    /// answer, `expect_each` (required when `repeat` > 1) to every one.
     #[serde(default = "one")]
     pub repeat: u32,
     pub request: RequestSpec,
     #[serde(default)]
     pub upstream: Option<UpstreamSpec>,
     pub expect: Expectation,
+    /// What every repetition of a repeated request must answer.
+    #[serde(default)]
+    pub expect_each: Option<Expectation>,
     /// Only for the wasm runner (a behaviour Envoy itself changes, e.g.
     /// pseudo-header handling), with the reason.
     #[serde(default)]
     pub wasm_only: Option<String>,
+    /// Only for the Envoy runner (what Envoy does before citygate sees the
+    /// request, which the wasmtime host does not imitate), with the reason.
+    #[serde(default)]
+    pub envoy_only: Option<String>,
+}
+
+impl Case {
+    /// Whether the runner labelled `runner` (`wasm` or `envoy`) runs this case.
+    pub fn runs_in(&self, runner: &str) -> bool {
+        match runner {
+            "wasm" => self.envoy_only.is_none(),
+            "envoy" => self.wasm_only.is_none(),
+            _ => self.wasm_only.is_none() && self.envoy_only.is_none(),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -188,6 +206,9 @@ pub struct Expectation {
     pub headers: HeaderExpectation,
     #[serde(default)]
     pub body: BodyExpectation,
+    /// The request's decision-log line: why it was allowed or denied.
+    #[serde(default)]
+    pub decision: Option<DecisionExpectation>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -197,6 +218,37 @@ pub struct UpstreamRequestExpectation {
     pub path: Option<String>,
     #[serde(default)]
     pub headers: HeaderExpectation,
+    /// The body the upstream received (after any buffering or chunking).
+    #[serde(default)]
+    pub body: BodyExpectation,
+}
+
+/// What the decision-log line of the request must say. `error` is a
+/// policy that failed (undefined decision, runtime error, time budget), which
+/// denies like a deliberate `deny` but must not pass for one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionExpectation {
+    pub outcome: ExpectedOutcome,
+    /// The stage that denied (`normalize`, `route`, `auth`, `rate_limit`,
+    /// `policy`, `redaction`).
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// The exact reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A regular expression the reason must match.
+    #[serde(default)]
+    pub reason_matches: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedOutcome {
+    Allowed,
+    Denied,
+    DryRunDenied,
+    Error,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -214,6 +266,11 @@ pub struct HeaderExpectation {
     /// Regular expressions the value must match.
     #[serde(default)]
     pub matches: BTreeMap<String, String>,
+    /// Every value of a header that may repeat, in order. `equal` and
+    /// `matches` require the header to appear exactly once, so a forged
+    /// duplicate cannot hide behind the right value.
+    #[serde(default)]
+    pub values: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -238,4 +295,7 @@ pub struct BodyExpectation {
     /// The body must be empty.
     #[serde(default)]
     pub empty: bool,
+    /// The exact bytes (as UTF-8 text).
+    #[serde(default)]
+    pub exact: Option<String>,
 }

@@ -24,6 +24,23 @@ impl Scenario {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: ScenarioFile = serde_yaml_ng::from_str(&text)
             .with_context(|| format!("parsing {}", path.display()))?;
+        for case in &file.cases {
+            if case.wasm_only.is_some() && case.envoy_only.is_some() {
+                bail!(
+                    "{}: case `{}`: `wasm_only` and `envoy_only` together mean no runner runs it",
+                    path.display(),
+                    case.name
+                );
+            }
+            if case.repeat > 1 && case.expect_each.is_none() {
+                bail!(
+                    "{}: case `{}`: `repeat: {}` needs `expect_each` (what every repetition must answer; `expect` checks only the last)",
+                    path.display(),
+                    case.name,
+                    case.repeat
+                );
+            }
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         let config_json = match &file.config {
             ConfigSource::Path(p) => std::fs::read_to_string(dir.join(p))

@@ -19,6 +19,7 @@ pub trait Target {
         &mut self,
         request: &PreparedRequest,
         upstream: &PreparedUpstream,
+        with_decision: bool,
     ) -> Result<Observed>;
     /// Moves the gateway's clock forward (Envoy: really waits).
     fn advance(&mut self, seconds: u64) -> Result<()>;
@@ -55,7 +56,7 @@ pub fn run_scenario(
         if filter.is_some_and(|f| !full_name.contains(f)) {
             continue;
         }
-        if case.wasm_only.is_some() && target.label() != "wasm" {
+        if !case.runs_in(target.label()) {
             continue;
         }
         let failures = match run_case(scenario, case, target) {
@@ -76,13 +77,41 @@ fn run_case(scenario: &Scenario, case: &Case, target: &mut dyn Target) -> Result
         target.advance(case.advance_seconds)?;
     }
     let upstream = scenario.upstream(case)?;
-    let mut last = Vec::new();
-    for _ in 0..case.repeat.max(1) {
+    let repeat = case.repeat.max(1);
+    let wants_decision = case.expect.decision.is_some()
+        || case
+            .expect_each
+            .as_ref()
+            .is_some_and(|e| e.decision.is_some());
+    let mut failures = Vec::new();
+    for round in 1..=repeat {
         let request = scenario.request(case, target.now_unix())?;
-        let observed = target.exchange(&request, &upstream)?;
-        last = check(&case.expect, &observed)?;
+        let observed = target.exchange(&request, &upstream, wants_decision)?;
+        if let Some(each) = &case.expect_each {
+            for failure in check(each, &observed)? {
+                failures.push(format!("repetition {round}/{repeat}: {failure}"));
+            }
+        }
+        if round == repeat {
+            failures.extend(check(&case.expect, &observed)?);
+        }
     }
-    Ok(last)
+    Ok(failures)
+}
+
+/// The decision-log line of the request `request_id` among the filter's
+/// log messages: the filter writes one JSON object per decision.
+pub fn decision_line<'a>(
+    messages: impl IntoIterator<Item = &'a str>,
+    request_id: Option<&str>,
+) -> Option<serde_json::Value> {
+    messages.into_iter().find_map(|message| {
+        let json = &message[message.find('{')?..];
+        let record: serde_json::Value = serde_json::from_str(json).ok()?;
+        let is_decision = record.get("outcome").is_some() && record.get("request_id").is_some();
+        let matches = request_id.is_none_or(|id| record["request_id"] == id);
+        (is_decision && matches).then_some(record)
+    })
 }
 
 /// The .wasm in the wasmtime host: one VM per scenario file.
@@ -149,8 +178,8 @@ fn cluster_reply(scenario: &Scenario, reply: &super::file::ClusterReply) -> Resu
     })
 }
 
-impl Target for WasmTarget {
-    fn exchange(
+impl WasmTarget {
+    fn exchange_only(
         &mut self,
         prepared: &PreparedRequest,
         upstream: &PreparedUpstream,
@@ -212,6 +241,8 @@ impl Target for WasmTarget {
                     reached_upstream: true,
                     upstream_path,
                     upstream_headers: forwarded.headers.0.clone(),
+                    upstream_body: forwarded.body.clone(),
+                    decision: None,
                 })
             }
             RequestOutcome::Pending => Err(anyhow!(
@@ -220,7 +251,34 @@ impl Target for WasmTarget {
             RequestOutcome::Reset => Err(anyhow!("the filter reset the stream")),
         }
     }
+}
 
+impl Target for WasmTarget {
+    fn exchange(
+        &mut self,
+        prepared: &PreparedRequest,
+        upstream: &PreparedUpstream,
+        with_decision: bool,
+    ) -> Result<Observed> {
+        let logged_before = self.vm.logs().len();
+        let observed = self.exchange_only(prepared, upstream)?;
+        let decision = if with_decision {
+            // One request at a time: the only decision line since it began
+            // is this request's.
+            decision_line(
+                self.vm.logs()[logged_before..]
+                    .iter()
+                    .map(|entry| entry.message.as_str()),
+                None,
+            )
+        } else {
+            None
+        };
+        Ok(Observed {
+            decision,
+            ..observed
+        })
+    }
     fn advance(&mut self, seconds: u64) -> Result<()> {
         self.vm.advance(Duration::from_secs(seconds))?;
         Ok(())

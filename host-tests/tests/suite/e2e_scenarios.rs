@@ -26,7 +26,12 @@ fn the_policy_pack_scenarios_pass_in_envoy_and_in_wasmtime_alike() {
         report(&wasm_results, false, &mut in_wasm);
         for envoy_case in &envoy_results {
             let wasm_case = wasm_results.iter().find(|w| w.case == envoy_case.case);
-            if wasm_case.map(|w| w.passed()) != Some(envoy_case.passed()) {
+            let envoy_only = scenario
+                .file
+                .cases
+                .iter()
+                .any(|c| c.name == envoy_case.case && !c.runs_in("wasm"));
+            if !envoy_only && wasm_case.map(|w| w.passed()) != Some(envoy_case.passed()) {
                 disagreements.push(format!("{}::{}", envoy_case.scenario, envoy_case.case));
             }
         }
