@@ -171,14 +171,18 @@ fn a_thousand_client_chosen_keys_buy_one_overflow_bucket_not_a_thousand() -> Res
             }
         }
     }
-    // At most 64 tenants get buckets of their own (2 each); every other
-    // tenant shares the one overflow bucket (2 tokens).
-    assert!(
-        admitted_early + admitted_late <= 64 * 2 + 2,
-        "{admitted_early} + {admitted_late} admitted"
+    // Each tenant sends one request. `max_keys: 64` gives 64 tenants a
+    // bucket of their own (2 shards of 32 entries; an entry is reused only
+    // once its bucket is full again, and a refill takes an hour while the
+    // clock is not advanced), so 64 are admitted that way. The other 936
+    // share the one overflow bucket of `capacity: 2`: 2 more. Both shards
+    // are full long before the 200th tenant, so those 2 go early.
+    assert_eq!(
+        (admitted_early, admitted_late),
+        (64 + 2, 0),
+        "admitted before and after the 200th tenant"
     );
-    assert!(admitted_late <= 2, "{admitted_late} admitted past the cap");
-    assert!(metric(&vm, "citygate_ratelimit_overflow") >= 790);
+    assert_eq!(metric(&vm, "citygate_ratelimit_overflow"), 1000 - 64);
     Ok(())
 }
 
