@@ -129,6 +129,10 @@ fn two_hundred_claimed_addresses_from_one_peer_share_its_bucket() -> Result<()> 
 
 #[test]
 fn rotating_what_the_client_claims_left_of_the_trusted_hop_buys_nothing() -> Result<()> {
+    // Depends on x-forwarded-for reaching the filter as written
+    // (ARCHITECTURE.md, "Where the wasmtime host differs from Envoy"): here
+    // the trusted proxy appended 192.0.2.50, the client; through Envoy the
+    // last entry would be the one Envoy appends itself.
     let mut vm = ratelimit_gateway(1);
     let mut admitted = 0;
     for i in 0..200u32 {
