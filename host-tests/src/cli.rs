@@ -83,10 +83,13 @@ pub fn check_config(
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
+    /// Each scenario file `test_dir` ran, in order, with the number of case
+    /// results it gave (a file that fails to load or start gives one).
+    pub scenario_files: Vec<(PathBuf, usize)>,
 }
 
 /// `citygate test DIR`: every scenario file through the .wasm, and every
@@ -119,6 +122,7 @@ pub fn test_dir(wasm: &Path, dir: &Path, verbose: bool, filter: Option<&str>) ->
             }],
         };
         report(&results, verbose, &mut summary);
+        summary.scenario_files.push((path, results.len()));
     }
     Ok(summary)
 }

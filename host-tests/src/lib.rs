@@ -5,6 +5,14 @@
 //! Layers: [`abi`] (one module per hostcall family), [`runtime`] (engine,
 //! compile cache, import policy, fuel-metered guest calls) and [`harness`]
 //! (the fluent API: VMs, requests, upstream replies, callouts).
+//!
+//! Where the host knowingly differs from Envoy — a clock that stands still
+//! until a test moves it, ticks and callouts only when driven (callout
+//! timeouts never enforced), cluster names unchecked unless configured, no
+//! automatic `content-length`, no `x-request-id`, path and headers (and
+//! `x-forwarded-for`) as the test wrote them, no shared data between VMs
+//! unless built on one store — is listed in ARCHITECTURE.md, "Where the
+//! wasmtime host differs from Envoy".
 
 pub mod abi;
 pub mod harness;

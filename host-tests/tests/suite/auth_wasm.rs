@@ -4,6 +4,13 @@
 //! key rotation through the unknown-`kid` refetch, workers sharing one fetch,
 //! and the exact token or key never appearing in a reply or a log line.
 //!
+//! These tests time fetches, back-offs and deadlines to the millisecond, so
+//! they depend on where the host differs from Envoy (ARCHITECTURE.md, "Where
+//! the wasmtime host differs from Envoy"): its clock stands still until a
+//! test advances it, ticks run only in `Vm::advance`/`Vm::tick`, and a
+//! callout is answered only when delivered. `e2e_auth.rs` covers the same
+//! behaviour in real time through Envoy.
+//!
 //! Configuration and credentials are the auth scenario's:
 //! `policies/scenarios/auth.config.json` and the DEMO ONLY
 //! `policies/demo-keys/credentials.yaml`.
@@ -228,7 +235,10 @@ fn a_waiting_request_keeps_its_body() {
 fn a_request_waiting_past_max_wait_gets_503_and_never_reaches_the_upstream() {
     let credentials = demo_credentials();
     let clock = Clock::at_unix_secs(START);
-    // The endpoint never answers.
+    // The endpoint never answers. Depends on the host never enforcing a
+    // callout's timeout (ARCHITECTURE.md, "Where the wasmtime host differs
+    // from Envoy"): the fetch (timeout_ms 2000) stays in flight for the whole
+    // wait, where Envoy would fail it after 2 s and the filter retry.
     let mut vm = builder(&plugin(), &clock)
         .delivery(Delivery::Manual)
         .start()
@@ -646,6 +656,8 @@ fn a_verified_token_is_cached_and_a_missing_credential_is_counted() {
     assert_eq!(vm.metric("citygate_jwt_cache_hit"), Some(2));
     assert_eq!(vm.metric("citygate_auth_allowed"), Some(3));
     // A cached token is still judged against the clock: expired is refused.
+    // Depends on the host's clock moving only when told, here an hour at
+    // once (ARCHITECTURE.md, "Where the wasmtime host differs from Envoy").
     vm.clock().advance(Duration::from_secs(3600 + 61));
     let exchange = vm.send(get_with_bearer("/ops/incidents", &token)).unwrap();
     assert_eq!(exchange.local().unwrap().status, 401);

@@ -11,7 +11,6 @@
 //! token or an API key.
 
 use std::path::Path;
-use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -164,8 +163,15 @@ fn the_first_request_waits_for_the_key_set_and_every_algorithm_family_is_accepte
                 .map(|r| r.status().as_u16())
         })
     };
-    // The request is on its way (or waiting) before the keys can exist.
-    sleep(Duration::from_millis(300));
+    // The keys are served only once Envoy holds the request open: a filter
+    // that answered 503 at once has no open request to show (and its 503
+    // fails the status check below), however slow the machine.
+    eventually(
+        PATIENCE,
+        "the first request held open by the gateway",
+        || Ok((rig.envoy.stat("http.citygate.downstream_rq_active")? >= 1).then_some(())),
+    )?;
+    assert_eq!(rig.api.count("/v2/entities"), 0, "forwarded without keys");
     rig.api.jwks().set_mode(JwksMode::Serve);
     let status = request.join().expect("the request thread")?;
     assert_eq!(status, 200, "{}", rig.log_tail());

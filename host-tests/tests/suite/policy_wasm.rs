@@ -97,8 +97,10 @@ allow if count([x | some x in numbers.range(1, 300000); x > 0]) == 300000
 fn a_runaway_policy_is_stopped_by_its_time_budget_and_denies() {
     let config = config(RUNAWAY, json!({"max_eval_micros": 2000}), false);
 
-    // With the clock standing still the budget never runs out: the policy
-    // itself allows.
+    // Depends on the host's clock standing still within a call
+    // (ARCHITECTURE.md, "Where the wasmtime host differs from Envoy"): with
+    // it the budget never runs out and the policy itself allows;
+    // `PassingTime` then lets time pass during the call, as in Envoy.
     let still = Clock::at_unix_secs(START);
     let mut control = vm(&config, &still);
     let answer = send(&mut control, Request::get("/open")).unwrap();
@@ -208,6 +210,9 @@ allow := {"allowed": true, "response_headers_to_add": {"x-policy-now": sprintf("
 
 #[test]
 fn time_now_ns_is_the_host_clock() {
+    // Depends on the host's clock standing still until the test advances it
+    // (ARCHITECTURE.md, "Where the wasmtime host differs from Envoy"): the
+    // policy sees exactly the start time, then exactly 90 s later.
     let clock = Clock::at_unix_secs(START);
     let mut vm = vm(&config(NOW_HEADER, json!({}), false), &clock);
     let first = send(&mut vm, Request::get("/open")).unwrap();

@@ -196,6 +196,10 @@ fn workers_on_their_own_threads_admit_exactly_the_limit() {
 #[test]
 fn tokens_come_back_at_the_refill_rate_on_every_worker() {
     // 3 tokens, one back every 10 s: an empty bucket is full after 30 s.
+    // Depends on the host's clock standing still between advances
+    // (ARCHITECTURE.md, "Where the wasmtime host differs from Envoy"): the
+    // exact `t` values and the refusal 1 s before a token would drift with
+    // real time.
     let store = SharedStore::new();
     let clock = Clock::default();
     let limits = json!({"rules": [rule("per-ip", json!(["client_ip"]), 3, 1, 10)]});
@@ -254,6 +258,10 @@ fn ip_config(max_keys: u32) -> String {
 #[test]
 fn past_the_key_cap_new_clients_share_one_overflow_bucket() {
     // 4 live buckets at most (one shard); 2 tokens each, full again in 60 s.
+    // Depends on each request choosing its socket peer, and on the clock
+    // standing still between advances (ARCHITECTURE.md, "Where the wasmtime
+    // host differs from Envoy"): through Envoy every test client is one
+    // loopback address.
     let store = SharedStore::new();
     let clock = Clock::default();
     let mut vms = workers(2, &ip_config(4), &store, &clock);
@@ -312,6 +320,9 @@ fn without_trusted_hops_x_forwarded_for_buys_no_fresh_bucket() {
 
 #[test]
 fn ipv6_clients_are_limited_by_their_64() {
+    // Depends on each request choosing its socket peer (ARCHITECTURE.md,
+    // "Where the wasmtime host differs from Envoy"): through Envoy every test
+    // client is one IPv4 loopback address.
     let store = SharedStore::new();
     let clock = Clock::default();
     let mut vms = workers(2, &ip_config(100), &store, &clock);

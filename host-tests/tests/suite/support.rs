@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use anyhow::{bail, Result};
 use citygate_host::env_file::read_env_file;
 use citygate_host::envoy::EnvoyProcess;
 use citygate_host::scenario::credentials::Credentials;
+use citygate_host::scenario::{CaseResult, Scenario};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use citygate_host::{Headers, Plugin, Request, RequestOutcome, Upstream, Vm};
 
@@ -139,4 +141,102 @@ pub fn log_tail(envoy: &EnvoyProcess, lines: usize) -> String {
     let log = envoy.log();
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Scenario cases of the policy pack (in wasmtime, in Envoy) when these
+/// checks were written: a floor, so that cases lost from the files
+/// themselves (or by `find_scenarios`) still fail. Raise it when cases are
+/// added; never lower it to make a run pass.
+pub const POLICY_PACK_CASES_FLOOR: (usize, usize) = (322, 314);
+/// Scenario files of the policy pack then.
+pub const POLICY_PACK_FILES_FLOOR: usize = 13;
+
+/// Which runner produced a scenario file's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    Wasm,
+    Envoy,
+}
+
+/// How many results an unfiltered `run_scenario` must give for `scenario`:
+/// every case in wasmtime; in Envoy the cases without `wasm_only`, which
+/// the runner skips there.
+pub fn cases_for(scenario: &Scenario, runner: Runner) -> usize {
+    let cases = &scenario.file.cases;
+    match runner {
+        Runner::Wasm => cases.len(),
+        Runner::Envoy => cases.iter().filter(|c| c.wasm_only.is_none()).count(),
+    }
+}
+
+/// Per scenario file, the results a runner gave against the cases that
+/// apply to it, so that no file and no case is dropped unnoticed.
+#[derive(Debug)]
+pub struct CaseCount {
+    runner: Runner,
+    files: Vec<(PathBuf, usize, usize)>,
+}
+
+impl CaseCount {
+    pub fn new(runner: Runner) -> Self {
+        Self {
+            runner,
+            files: Vec::new(),
+        }
+    }
+
+    /// `got` results of the file at `path` (which is loaded to count its cases).
+    pub fn record(&mut self, path: &Path, got: usize) {
+        let scenario = Scenario::load(path).expect("the scenario file loads");
+        let expected = cases_for(&scenario, self.runner);
+        self.files.push((path.to_path_buf(), expected, got));
+    }
+
+    /// The results of one file's run.
+    pub fn record_results(&mut self, scenario: &Scenario, results: &[CaseResult]) {
+        let expected = cases_for(scenario, self.runner);
+        self.files
+            .push((scenario.path.clone(), expected, results.len()));
+    }
+
+    /// Every one of `found` ran, each gave one result per case that applies
+    /// to this runner (at least one), and the total reaches `floor`.
+    /// Returns the total.
+    pub fn assert_complete(&self, found: &[PathBuf], floor: usize) -> usize {
+        let ran: Vec<&PathBuf> = self.files.iter().map(|(path, _, _)| path).collect();
+        let found: Vec<&PathBuf> = found.iter().collect();
+        assert_eq!(ran, found, "{:?}: not every scenario file ran", self.runner);
+        for (path, expected, got) in &self.files {
+            assert!(
+                *expected >= 1,
+                "{}: no case applies to {:?}",
+                path.display(),
+                self.runner
+            );
+            assert_eq!(
+                got,
+                expected,
+                "{}: {got} results for {expected} cases in {:?}",
+                path.display(),
+                self.runner
+            );
+        }
+        let total: usize = self.files.iter().map(|(_, _, got)| got).sum();
+        println!(
+            "{:?}: {total} scenario cases in {} files",
+            self.runner,
+            self.files.len()
+        );
+        assert!(
+            total >= floor,
+            "{:?}: {total} scenario cases, fewer than the {floor} there were",
+            self.runner
+        );
+        assert!(
+            self.files.len() >= POLICY_PACK_FILES_FLOOR,
+            "{} scenario files, fewer than the {POLICY_PACK_FILES_FLOOR} there were",
+            self.files.len()
+        );
+        total
+    }
 }
