@@ -159,14 +159,19 @@ pub enum Runner {
 }
 
 /// How many results an unfiltered `run_scenario` must give for `scenario`:
-/// every case in wasmtime; in Envoy the cases without `wasm_only`, which
-/// the runner skips there.
+/// the cases that apply to the runner (without `envoy_only` in wasmtime,
+/// without `wasm_only` in Envoy).
 pub fn cases_for(scenario: &Scenario, runner: Runner) -> usize {
-    let cases = &scenario.file.cases;
-    match runner {
-        Runner::Wasm => cases.len(),
-        Runner::Envoy => cases.iter().filter(|c| c.wasm_only.is_none()).count(),
-    }
+    let label = match runner {
+        Runner::Wasm => "wasm",
+        Runner::Envoy => "envoy",
+    };
+    scenario
+        .file
+        .cases
+        .iter()
+        .filter(|c| c.runs_in(label))
+        .count()
 }
 
 /// Per scenario file, the results a runner gave against the cases that
