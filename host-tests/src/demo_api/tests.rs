@@ -158,3 +158,15 @@ fn post_is_echoed_as_created() {
     assert_eq!(body["type"], "ParkingSpot");
     assert_eq!(api.last("/v2/entities").expect("recorded").method, "POST");
 }
+
+/// Replies leave at once: accepted connections inherit `TCP_NODELAY` from
+/// the listener, so a reply's body never waits for a delayed ACK.
+#[test]
+fn connections_to_the_demo_api_send_without_delay() {
+    let listener = super::server::no_delay_listener(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let _client = std::net::TcpStream::connect(address).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    assert!(socket2::SockRef::from(&listener).tcp_nodelay().unwrap());
+    assert!(socket2::SockRef::from(&accepted).tcp_nodelay().unwrap());
+}
