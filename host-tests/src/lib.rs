@@ -30,7 +30,7 @@ pub mod wasm_build;
 
 pub use abi::state::{
     CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, GuestLocalReply,
-    Headers, LogEntry, MetricKind, PeerCert, ProxyLogLevel, SharedStore,
+    Headers, Hostcalls, LogEntry, MetricKind, PeerCert, ProxyLogLevel, SharedStore,
 };
 pub use abi::Status;
 pub use harness::{

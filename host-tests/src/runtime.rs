@@ -5,7 +5,7 @@
 //! hanging.
 
 use crate::abi::state::clock::WasiClock;
-use crate::abi::state::{Clock, HostState, SharedStore, VmSettings};
+use crate::abi::state::{Clock, HostState, Hostcalls, SharedStore, VmSettings};
 use crate::abi::{self, ENV};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::HashMap;
@@ -179,12 +179,13 @@ impl Plugin {
     }
 }
 
-/// Fuel one guest callback used.
+/// Fuel one guest callback used, and the hostcalls it made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuelUse {
     pub callback: &'static str,
     pub context_id: u32,
     pub fuel: u64,
+    pub hostcalls: Hostcalls,
 }
 
 /// One VM instance: a store and an instance, with metered calls.
@@ -295,14 +296,17 @@ impl Guest {
         let (prev_active, prev_effective) = (self.state().active, self.state().effective);
         self.state_mut().active = ctx;
         self.state_mut().effective = ctx;
+        let outer_hostcalls = std::mem::take(&mut self.state_mut().hostcalls);
         let r = func.call(&mut self.store, params, &mut results);
         let left = self.store.get_fuel().unwrap_or(0);
         self.state_mut().active = prev_active;
         self.state_mut().effective = prev_effective;
+        let hostcalls = std::mem::replace(&mut self.state_mut().hostcalls, outer_hostcalls);
         self.fuel.push(FuelUse {
             callback,
             context_id: ctx,
             fuel: self.fuel_per_call.saturating_sub(left),
+            hostcalls,
         });
         if let Err(trap) = r {
             let report = format!(

@@ -2,7 +2,7 @@
 //! `proxy_get_buffer_status` over the request/response bodies, the plugin
 //! and VM configuration, and callout / gRPC reply bodies.
 
-use super::call::{finish, Call, ENV};
+use super::call::{finish, hostcall, Call, ENV};
 use super::memory::{self, Cx};
 use super::state::HostState;
 use super::status::Status;
@@ -68,14 +68,16 @@ fn get_bytes(c: &mut Cx<'_>, t: u32, start: u32, max: u32, rp: u32, rs: u32) -> 
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_buffer_bytes",
         |mut c: Cx<'_>, t: u32, start: u32, max: u32, rp: u32, rs: u32| {
             finish(get_bytes(&mut c, t, start, max, rp, rs))
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_buffer_bytes",
         |mut c: Cx<'_>, t: u32, start: u32, size: u32, p: u32, n: u32| {
@@ -89,7 +91,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_buffer_status",
         |mut c: Cx<'_>, t: u32, rl: u32, rf: u32| {

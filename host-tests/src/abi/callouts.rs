@@ -3,7 +3,7 @@
 //! as pending; the harness answers them (scripted or by hand) and delivers
 //! `proxy_on_http_call_response` / `proxy_on_grpc_*`.
 
-use super::call::{finish, Call, ENV};
+use super::call::{finish, hostcall, Call, ENV};
 use super::memory::{self, Cx};
 use super::state::{CalloutRequest, GrpcCallRequest, Headers, HostState};
 use super::status::Status;
@@ -102,7 +102,8 @@ fn grpc_index(c: &Cx<'_>, token: u32) -> Call<usize> {
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_http_call",
         |mut c: Cx<'_>,
@@ -127,7 +128,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             ))
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_grpc_call",
         |mut c: Cx<'_>,
@@ -152,7 +154,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_grpc_stream",
         |mut c: Cx<'_>,
@@ -173,7 +176,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_grpc_send",
         |mut c: Cx<'_>, token: u32, p: u32, n: u32, _end: u32| {
@@ -186,7 +190,7 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
         },
     )?;
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        l.func_wrap(ENV, name, |mut c: Cx<'_>, token: u32| {
+        hostcall(l, ENV, name, |mut c: Cx<'_>, token: u32| {
             finish((|| {
                 let i = grpc_index(&c, token)?;
                 c.data_mut().grpc_calls.remove(i);
@@ -194,7 +198,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         })?;
     }
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_status",
         |mut c: Cx<'_>, rc: u32, rp: u32, rs: u32| {
@@ -206,7 +211,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_call_foreign_function",
         |mut c: Cx<'_>, np: u32, nn: u32, ap: u32, an: u32, _rp: u32, _rs: u32| {

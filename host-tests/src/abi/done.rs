@@ -1,17 +1,18 @@
 //! `proxy_done` (a root context finishing a deferred shutdown), the ABI 0.1
 //! `proxy_get_configuration`, and Envoy's emscripten memory-growth hook.
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::HostState;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(ENV, "proxy_done", |mut c: Cx<'_>| {
+    hostcall(l, ENV, "proxy_done", |mut c: Cx<'_>| {
         c.data_mut().done_called = true;
         0i32
     })?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_configuration",
         |mut c: Cx<'_>, rp: u32, rs: u32| {
@@ -21,7 +22,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "emscripten_notify_memory_growth",
         |_: Cx<'_>, _: u32| {},

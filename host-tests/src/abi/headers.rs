@@ -3,7 +3,7 @@
 //! `proxy_get_header_map_size`, over the maps of the effective context
 //! (the map type and its wire format live in [`super::state::headers`]).
 
-use super::call::{finish, Call, ENV};
+use super::call::{finish, hostcall, Call, ENV};
 use super::memory::{self, Cx};
 use super::state::{Headers, HostState};
 use super::status::Status;
@@ -41,7 +41,8 @@ fn with_map<T>(c: &mut Cx<'_>, map_type: u32, f: impl FnOnce(&mut Headers) -> T)
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_header_map_value",
         |mut c: Cx<'_>, t: u32, kp: u32, kl: u32, rp: u32, rs: u32| {
@@ -53,7 +54,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_header_map_pairs",
         |mut c: Cx<'_>, t: u32, rp: u32, rs: u32| {
@@ -63,7 +65,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_header_map_size",
         |mut c: Cx<'_>, t: u32, rs: u32| {
@@ -73,7 +76,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_header_map_pairs",
         |mut c: Cx<'_>, t: u32, p: u32, s: u32| {
@@ -88,7 +92,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_add_header_map_value",
         |mut c: Cx<'_>, t: u32, kp: u32, kl: u32, vp: u32, vl: u32| {
@@ -99,7 +104,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_replace_header_map_value",
         |mut c: Cx<'_>, t: u32, kp: u32, kl: u32, vp: u32, vl: u32| {
@@ -110,7 +116,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_remove_header_map_value",
         |mut c: Cx<'_>, t: u32, kp: u32, kl: u32| {

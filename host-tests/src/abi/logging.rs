@@ -1,14 +1,15 @@
 //! `proxy_log` and `proxy_get_log_level`. Lines are kept per VM so tests can
 //! read them and errors can quote them.
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::{HostState, LogEntry, ProxyLogLevel};
 use super::status::Status;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_log",
         |mut c: Cx<'_>, level: u32, p: u32, n: u32| {
@@ -27,7 +28,7 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(ENV, "proxy_get_log_level", |mut c: Cx<'_>, rp: u32| {
+    hostcall(l, ENV, "proxy_get_log_level", |mut c: Cx<'_>, rp: u32| {
         finish({
             let level = c.data().settings.log_level as u32;
             memory::write_u32(&mut c, rp, level)

@@ -3,14 +3,15 @@
 //! [`super::state::SharedStore`] (Envoy's rules live in
 //! [`super::state::metrics`]).
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::{HostState, MetricKind};
 use super::status::Status;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_define_metric",
         |mut c: Cx<'_>, kind: u32, p: u32, n: u32, rid: u32| {
@@ -28,7 +29,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_increment_metric",
         |c: Cx<'_>, id: u32, offset: i64| {
@@ -40,14 +42,16 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             )
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_record_metric",
         |c: Cx<'_>, id: u32, value: u64| {
             finish(c.data().shared.record_metric(id, value).map_err(Into::into))
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_metric",
         |mut c: Cx<'_>, id: u32, rp: u32| {

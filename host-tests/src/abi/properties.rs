@@ -3,7 +3,7 @@
 //! integers as 8-byte little-endian, booleans as one byte, maps in the
 //! header-map serialization.
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::{Headers, HostState, StreamData};
 use super::status::Status;
@@ -106,7 +106,8 @@ pub fn lookup(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_property",
         |mut c: Cx<'_>, p: u32, n: u32, rp: u32, rs: u32| {
@@ -117,7 +118,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_property",
         |mut c: Cx<'_>, p: u32, n: u32, vp: u32, vn: u32| {

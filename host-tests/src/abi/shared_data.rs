@@ -1,14 +1,15 @@
 //! `proxy_get_shared_data` / `proxy_set_shared_data` with CAS, over the
 //! VM's [`super::state::SharedStore`] (scoped to the VM id, like Envoy).
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::HostState;
 use super::status::Status;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_shared_data",
         |mut c: Cx<'_>, kp: u32, kl: u32, rp: u32, rs: u32, rc: u32| {
@@ -25,7 +26,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_shared_data",
         |mut c: Cx<'_>, kp: u32, kl: u32, vp: u32, vl: u32, cas: u32| {

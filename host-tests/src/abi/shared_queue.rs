@@ -3,14 +3,15 @@
 //! `proxy_dequeue_shared_queue`, over the queues of the VM's
 //! [`super::state::SharedStore`] (see [`super::state::queues`]).
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::HostState;
 use super::status::Status;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_register_shared_queue",
         |mut c: Cx<'_>, p: u32, n: u32, rid: u32| {
@@ -26,7 +27,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_resolve_shared_queue",
         |mut c: Cx<'_>, vp: u32, vn: u32, p: u32, n: u32, rid: u32| {
@@ -43,7 +45,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_enqueue_shared_queue",
         |mut c: Cx<'_>, id: u32, p: u32, n: u32| {
@@ -53,7 +56,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             })())
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_dequeue_shared_queue",
         |mut c: Cx<'_>, id: u32, rp: u32, rs: u32| {

@@ -3,7 +3,7 @@
 //! `proxy_continue_response`, `proxy_clear_route_cache`, and
 //! `proxy_set_effective_context`.
 
-use super::call::{finish, Call, ENV};
+use super::call::{finish, hostcall, Call, ENV};
 use super::memory::{self, Cx};
 use super::state::{GuestLocalReply, Headers, HostState};
 use super::status::Status;
@@ -54,7 +54,8 @@ fn send_local_response(
 }
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_send_local_response",
         |mut c: Cx<'_>,
@@ -76,16 +77,16 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             ))
         },
     )?;
-    l.func_wrap(ENV, "proxy_continue_stream", |mut c: Cx<'_>, t: u32| {
+    hostcall(l, ENV, "proxy_continue_stream", |mut c: Cx<'_>, t: u32| {
         finish(continue_stream(&mut c, t))
     })?;
-    l.func_wrap(ENV, "proxy_continue_request", |mut c: Cx<'_>| {
+    hostcall(l, ENV, "proxy_continue_request", |mut c: Cx<'_>| {
         finish(continue_stream(&mut c, STREAM_REQUEST))
     })?;
-    l.func_wrap(ENV, "proxy_continue_response", |mut c: Cx<'_>| {
+    hostcall(l, ENV, "proxy_continue_response", |mut c: Cx<'_>| {
         finish(continue_stream(&mut c, STREAM_RESPONSE))
     })?;
-    l.func_wrap(ENV, "proxy_close_stream", |mut c: Cx<'_>, t: u32| {
+    hostcall(l, ENV, "proxy_close_stream", |mut c: Cx<'_>, t: u32| {
         finish((|| {
             if t > 3 {
                 return Err(Status::BadArgument.into());
@@ -95,14 +96,15 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             Ok(())
         })())
     })?;
-    l.func_wrap(ENV, "proxy_clear_route_cache", |mut c: Cx<'_>| {
+    hostcall(l, ENV, "proxy_clear_route_cache", |mut c: Cx<'_>| {
         finish((|| {
             let s = c.data_mut().stream_mut().ok_or(Status::NotFound)?;
             s.route_cache_cleared += 1;
             Ok(())
         })())
     })?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_effective_context",
         |mut c: Cx<'_>, ctx: u32| {

@@ -2,13 +2,14 @@
 //! `proxy_get_current_time_nanoseconds` (the time comes from the VM's
 //! [`super::state::Clock`]).
 
-use super::call::{finish, ENV};
+use super::call::{finish, hostcall, ENV};
 use super::memory::{self, Cx};
 use super::state::HostState;
 use wasmtime::Linker;
 
 pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_set_tick_period_milliseconds",
         |mut c: Cx<'_>, period: u32| {
@@ -16,7 +17,8 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> anyhow::Result<()> {
             0i32
         },
     )?;
-    l.func_wrap(
+    hostcall(
+        l,
         ENV,
         "proxy_get_current_time_nanoseconds",
         |mut c: Cx<'_>, rp: u32| {

@@ -1,11 +1,11 @@
 //! [`Vm`]: a running VM instance of a plugin. Here the guest callbacks,
 //! the root context, the clock, shared queues and what a test observes (log
-//! lines, metrics, fuel); streams and callouts go on in `stream`, `chain`
+//! lines, metrics, fuel, hostcalls); streams and callouts go on in `stream`, `chain`
 //! and `callouts`.
 
 use super::driver::Driver;
 use super::script::{Delivery, Script};
-use crate::abi::state::{Clock, LogEntry, SharedStore};
+use crate::abi::state::{Clock, Hostcalls, LogEntry, SharedStore};
 use crate::runtime::{FuelUse, Guest};
 use anyhow::Result;
 use std::collections::HashMap;
@@ -139,6 +139,31 @@ impl Vm {
     /// Fuel of the most recent guest call.
     pub fn last_fuel(&self) -> Option<u64> {
         self.guest.fuel_used().last().map(|f| f.fuel)
+    }
+
+    /// Hostcalls of the most recent request: summed over every callback
+    /// recorded (since the last [`Vm::take_fuel_used`]) for the latest HTTP
+    /// context, from its headers to its log. Empty before any request.
+    pub fn last_request_hostcalls(&self) -> Hostcalls {
+        let root = self.guest.state().root_context_id;
+        let used = self.guest.fuel_used();
+        let Some(ctx) = used.iter().rev().map(|f| f.context_id).find(|c| *c != root) else {
+            return Hostcalls::default();
+        };
+        used.iter()
+            .filter(|f| f.context_id == ctx)
+            .map(|f| &f.hostcalls)
+            .collect()
+    }
+
+    /// Hostcalls of every guest call recorded (since the last
+    /// [`Vm::take_fuel_used`]), summed by name.
+    pub fn hostcalls(&self) -> Hostcalls {
+        self.guest
+            .fuel_used()
+            .iter()
+            .map(|f| &f.hostcalls)
+            .collect()
     }
 
     /// The guest log and stdio, formatted.

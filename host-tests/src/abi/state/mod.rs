@@ -6,6 +6,7 @@
 pub mod callout;
 pub mod clock;
 pub mod headers;
+pub mod hostcalls;
 pub mod log;
 pub mod metrics;
 pub mod queues;
@@ -16,6 +17,7 @@ pub mod vm;
 pub use callout::{CallResponse, CalloutReply, CalloutRequest, GrpcCallRequest, GrpcReply};
 pub use clock::Clock;
 pub use headers::{serialize_pairs, Headers};
+pub use hostcalls::Hostcalls;
 pub use log::{LogEntry, ProxyLogLevel};
 pub use metrics::MetricKind;
 pub use shared_store::SharedStore;

@@ -4,6 +4,7 @@
 use super::callout::{CallResponse, CalloutRequest, GrpcCallRequest};
 use super::clock::Clock;
 use super::headers::Headers;
+use super::hostcalls::Hostcalls;
 use super::log::{LogEntry, ProxyLogLevel};
 use super::shared_store::SharedStore;
 use super::stream::StreamData;
@@ -68,6 +69,9 @@ pub struct HostState {
     pub grpc_message: Option<Vec<u8>>,
     pub grpc_metadata: Headers,
     pub done_called: bool,
+    /// Hostcalls of the running guest call, by name (moved to its
+    /// [`crate::FuelUse`] when it returns).
+    pub hostcalls: Hostcalls,
 }
 
 impl HostState {
@@ -104,6 +108,7 @@ impl HostState {
             grpc_message: None,
             grpc_metadata: Headers::default(),
             done_called: false,
+            hostcalls: Hostcalls::default(),
         }
     }
 
