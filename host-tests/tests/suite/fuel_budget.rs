@@ -1,7 +1,8 @@
-//! Fuel (wasmtime's instruction count) per request of each citygate stage,
-//! through the real `.wasm`. Fuel is deterministic — fixed clock, fixed
-//! token, fixed request — so a budget per request catches a performance
-//! regression in CI without timing anything. Budgets carry ~20% headroom
+//! Fuel (wasmtime's instruction count) and hostcalls per request of each
+//! citygate stage, through the real `.wasm`. Fuel is deterministic — fixed
+//! clock, fixed token, fixed request — so a budget per request catches a
+//! performance regression in CI without timing anything; hostcalls are
+//! exact, so each stage's count is asserted to the call. Budgets carry ~20% headroom
 //! over the figures measured when they were set; the figures are printed
 //! (`cargo test -p citygate-host --test suite fuel_budget:: -- --nocapture`).
 //!
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use citygate_host::scenario::credentials::Tamper;
 use citygate_host::wasm_build::workspace_root;
-use citygate_host::{Clock, Request, RequestOutcome, SharedStore, Upstream, Vm};
+use citygate_host::{Clock, Hostcalls, Request, RequestOutcome, SharedStore, Upstream, Vm};
 use serde_json::{json, Value};
 
 use crate::support::{demo_credentials, get_with_bearer, plugin};
@@ -138,9 +139,15 @@ fn vm(config: &Value) -> Vm {
     builder.start().expect("the configuration is accepted")
 }
 
-/// Fuel of one whole request (every callback from its headers to its log),
-/// which must be forwarded and answered 200.
-fn request_fuel(vm: &mut Vm, request: Request, upstream: Upstream) -> u64 {
+/// What one whole request cost (every callback from its headers to its
+/// log): fuel, and the hostcalls it made by name.
+struct Cost {
+    fuel: u64,
+    hostcalls: Hostcalls,
+}
+
+/// The cost of one request, which must be forwarded and answered 200.
+fn request_cost(vm: &mut Vm, request: Request, upstream: Upstream) -> Cost {
     vm.take_fuel_used();
     let mut exchange = vm.send(request).expect("sent");
     assert!(
@@ -150,7 +157,14 @@ fn request_fuel(vm: &mut Vm, request: Request, upstream: Upstream) -> u64 {
     );
     let reply = exchange.respond(upstream).expect("answered");
     assert_eq!(reply.status, 200, "{}", reply.body_str());
-    vm.take_fuel_used().iter().map(|f| f.fuel).sum()
+    let hostcalls = vm.last_request_hostcalls();
+    assert_eq!(
+        hostcalls,
+        vm.hostcalls(),
+        "every callback recorded belongs to the request"
+    );
+    let fuel = vm.take_fuel_used().iter().map(|f| f.fuel).sum();
+    Cost { fuel, hostcalls }
 }
 
 struct Case {
@@ -160,6 +174,10 @@ struct Case {
     warm: bool,
     response: bool,
     budget: u64,
+    /// Hostcalls per request, exactly (measured 2026-12; see
+    /// `hostcalls_per_request_are_exact_for_each_stage`). A change must
+    /// update it knowingly.
+    hostcalls: u64,
 }
 
 /// Budgets per request, 12–20% over the fuel measured when they were set
@@ -173,6 +191,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 72_000,
+        hostcalls: 18,
     },
     Case {
         name: "+ JWT RS256, first verification",
@@ -180,6 +199,7 @@ const CASES: &[Case] = &[
         warm: false,
         response: false,
         budget: 26_000_000,
+        hostcalls: 23,
     },
     Case {
         name: "+ JWT RS256, cached",
@@ -187,6 +207,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 175_000,
+        hostcalls: 24,
     },
     Case {
         name: "+ rate-limit rule",
@@ -194,6 +215,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 197_000,
+        hostcalls: 29,
     },
     Case {
         name: "+ Rego decision, redaction planned",
@@ -201,6 +223,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 485_000,
+        hostcalls: 35,
     },
     Case {
         name: "+ decision log (benchmark pipeline)",
@@ -208,6 +231,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 535_000,
+        hostcalls: 38,
     },
     Case {
         name: "benchmark pipeline, 16 KiB NGSI minimized",
@@ -215,10 +239,11 @@ const CASES: &[Case] = &[
         warm: true,
         response: true,
         budget: 8_300_000,
+        hostcalls: 52,
     },
 ];
 
-fn measure(case: &Case, token: &str) -> u64 {
+fn measure(case: &Case, token: &str) -> Cost {
     let mut vm = vm(&config(case.stages));
     let ngsi = read(&root().join("envoy/bench/ngsi-16k.json"));
     let send = |vm: &mut Vm| {
@@ -227,7 +252,7 @@ fn measure(case: &Case, token: &str) -> u64 {
         } else {
             (PATH, Upstream::ok())
         };
-        request_fuel(vm, get_with_bearer(path, token), upstream)
+        request_cost(vm, get_with_bearer(path, token), upstream)
     };
     if case.warm {
         send(&mut vm);
@@ -245,7 +270,7 @@ fn fuel_per_request_stays_within_each_stages_budget() {
         "request", "fuel", "vs previous", "budget"
     );
     for case in CASES {
-        let fuel = measure(case, &token);
+        let fuel = measure(case, &token).fuel;
         println!(
             "{:<46} {:>12} {:>+12} {:>12}",
             case.name,
@@ -269,7 +294,40 @@ fn fuel_per_request_stays_within_each_stages_budget() {
 fn fuel_is_stable_across_runs() {
     let token = operator_token();
     let case = &CASES[CASES.len() - 2];
-    let (a, b) = (measure(case, &token), measure(case, &token));
+    let (a, b) = (measure(case, &token).fuel, measure(case, &token).fuel);
     let spread = a.abs_diff(b) as f64 / a.max(b) as f64;
     assert!(spread < 0.01, "{a} vs {b}");
+}
+
+/// Hostcalls per request of each stage, exactly: unlike fuel they do not
+/// depend on hash seeds, only on what the filter asks of the host. A change
+/// here is a change in how citygate talks to Envoy — update the figure
+/// knowingly, with the breakdown printed by
+/// `cargo test -p citygate-host --test suite fuel_budget:: -- --nocapture`.
+#[test]
+fn hostcalls_per_request_are_exact_for_each_stage() {
+    let token = operator_token();
+    let mut wrong = Vec::new();
+    println!("{:<46} {:>9} {:>9}", "request", "hostcalls", "expected");
+    for case in CASES {
+        let hostcalls = measure(case, &token).hostcalls;
+        println!(
+            "{:<46} {:>9} {:>9}\n    {hostcalls}",
+            case.name,
+            hostcalls.total(),
+            case.hostcalls
+        );
+        if hostcalls.total() != case.hostcalls {
+            wrong.push(format!(
+                "{}: {} hostcalls, expected {} ({hostcalls})",
+                case.name,
+                hostcalls.total(),
+                case.hostcalls
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "hostcalls per request changed: {wrong:#?}"
+    );
 }
