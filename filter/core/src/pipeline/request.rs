@@ -253,6 +253,14 @@ impl CompiledConfig {
         };
         redaction.ngsi_attribute = redact::ngsi_attribute(&view.path);
         edits.merge(redact::request_edits(route, &view, &redaction));
+        // Removals run before any header is set, so they only ever touch
+        // the client's headers: removing one it did not send is a hostcall
+        // for nothing.
+        edits.remove_headers.retain(|name| {
+            view.headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        });
         host.count(Metric::RequestsAllowed, 1);
         Ok(Forwarded {
             edits,

@@ -84,6 +84,15 @@ fn open_route_is_forwarded_with_spoofed_headers_removed_and_path_normalized() {
         .remove_headers
         .contains(&"x-http-method-override".to_string()));
     assert_eq!(forwarded.edits.path.as_deref(), Some("/v2/entities"));
+    // Only headers the client sent are removed (each removal is a hostcall).
+    assert!(
+        !forwarded
+            .edits
+            .remove_headers
+            .contains(&"x-citygate-roles".to_string()),
+        "{:?}",
+        forwarded.edits.remove_headers
+    );
     assert_eq!(host.counter(Metric::RequestsAllowed), 1);
     gw.finish(forwarded.record, 200, &host);
     let line = host.log_lines().pop().unwrap();
