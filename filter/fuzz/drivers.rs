@@ -438,8 +438,10 @@ pub fn check_normalized_path(path: &str) {
 /// Byte 0 picks the profiles (a bit per city profile, in name order, applied
 /// in that order), byte 1 the content coding (0 identity, 1 the body as
 /// given declared gzip, 2 the body gzip-compressed by the driver, 3 zlib
-/// deflate, 4 raw deflate as given); the rest is the body. A minimized body
-/// is JSON again (or empty), and fits its bound.
+/// deflate, 4 raw deflate as given); the rest is the body.
+///
+/// A minimized body is JSON again, empty only when the upstream's was, and
+/// bounded by the upstream's document ([`check_minimized`]).
 pub fn redact(data: &[u8]) {
     let [mask, coding, body @ ..] = data else {
         return;
@@ -458,35 +460,91 @@ pub fn redact(data: &[u8]) {
         .filter(|(i, _)| mask & (1 << (i % 8)) != 0)
         .map(|(_, n)| n.clone())
         .collect();
-    let (coding, bytes) = match coding % 5 {
-        0 => (ContentCoding::Identity, body.to_vec()),
-        1 => (ContentCoding::Gzip, body.to_vec()),
-        2 => (ContentCoding::Gzip, gzip(body)),
-        3 => (ContentCoding::Deflate, zlib(body)),
-        _ => (ContentCoding::Deflate, body.to_vec()),
+    // The decoded body, where the driver encodes it itself.
+    let (coding, bytes, plain) = match coding % 5 {
+        0 => (ContentCoding::Identity, body.to_vec(), Some(body)),
+        1 => (ContentCoding::Gzip, body.to_vec(), None),
+        2 => (ContentCoding::Gzip, gzip(body), Some(body)),
+        3 => (ContentCoding::Deflate, zlib(body), Some(body)),
+        _ => (ContentCoding::Deflate, body.to_vec(), None),
     };
+    let plain = plain.map(|b| b.strip_prefix(BOM).unwrap_or(b));
+    let upstream: Option<serde_json::Value> = plain.and_then(|b| serde_json::from_slice(b).ok());
     let redaction = ResponseRedaction {
         profiles,
         ..ResponseRedaction::default()
     };
+    if let Some(minimized) = minimize(&redaction, coding, &bytes) {
+        check_minimized(plain, upstream.as_ref(), &minimized);
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The city pack's minimization of `bytes`; `None` when it fails closed.
+fn minimize(redaction: &ResponseRedaction, coding: ContentCoding, bytes: &[u8]) -> Option<Vec<u8>> {
     let plan = BufferPlan {
         max_bytes: 1 << 20,
         coding,
         declared_length: None,
     };
     let host = MemoryHost::at_unix_seconds(NOW);
-    if let Ok(minimized) =
-        gateway
-            .redactor()
-            .minimize(&redaction, &plan, &bytes, &host as &dyn Host)
-    {
-        if !minimized.body.is_empty() {
-            assert!(
-                serde_json::from_slice::<serde_json::Value>(&minimized.body).is_ok(),
-                "a minimized body is not JSON"
-            );
-        }
+    city_gateway()
+        .redactor()
+        .minimize(redaction, &plan, bytes, &host as &dyn Host)
+        .ok()
+        .map(|minimized| minimized.body)
+}
+
+/// The minimization bound, given the upstream's decoded body (without a
+/// byte order mark) and its document where the driver knows them: a
+/// minimized body is JSON, empty only when the upstream's body was, and no
+/// deeper and with no more values (members and elements) than the
+/// upstream's document, because every action of the city pack's profiles
+/// removes or rewrites in place (its replacements are strings). Its size
+/// in bytes is not bounded by the plan's `max_bytes`, which limits the
+/// upstream's body: a pseudonym is longer than the `1` it replaces.
+pub fn check_minimized(
+    upstream_body: Option<&[u8]>,
+    upstream: Option<&serde_json::Value>,
+    minimized: &[u8],
+) {
+    if let Some(body) = upstream_body {
+        assert_eq!(
+            minimized.is_empty(),
+            body.is_empty(),
+            "a minimized body is empty where the upstream's is not, or the other way round"
+        );
     }
+    if minimized.is_empty() {
+        return;
+    }
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(minimized) else {
+        panic!("a minimized body is not JSON");
+    };
+    if let Some(upstream) = upstream {
+        let (depth, values) = shape(&document);
+        let (upstream_depth, upstream_values) = shape(upstream);
+        assert!(
+            depth <= upstream_depth,
+            "a minimized body nests deeper ({depth}) than the upstream's ({upstream_depth})"
+        );
+        assert!(
+            values <= upstream_values,
+            "a minimized body holds more values ({values}) than the upstream's ({upstream_values})"
+        );
+    }
+}
+
+/// Nesting depth (a scalar 0, `[1]` 1) and number of values of a document.
+pub fn shape(value: &serde_json::Value) -> (usize, usize) {
+    let children: Vec<(usize, usize)> = match value {
+        serde_json::Value::Array(items) => items.iter().map(shape).collect(),
+        serde_json::Value::Object(fields) => fields.values().map(shape).collect(),
+        _ => return (0, 1),
+    };
+    let depth = children.iter().map(|(d, _)| *d).max().unwrap_or(0) + 1;
+    (depth, 1 + children.iter().map(|(_, n)| n).sum::<usize>())
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {

@@ -112,6 +112,30 @@ fn drivers_flag_broken_invariants() {
     assert!(flagged(&|| drivers::check_normalized_path("/a/\u{7}")));
     assert!(!flagged(&|| drivers::check_normalized_path("/a/b/")));
     assert!(!flagged(&|| drivers::check_normalized_path("/")));
+
+    // The minimization bound: JSON, empty only for an empty upstream body,
+    // no deeper and no more values than the upstream's document.
+    let upstream = serde_json::json!({"a": [1, {"b": 2}]});
+    let body = upstream.to_string();
+    let check = |minimized: &'static str| {
+        let (body, upstream) = (body.clone(), upstream.clone());
+        move || {
+            drivers::check_minimized(Some(body.as_bytes()), Some(&upstream), minimized.as_bytes())
+        }
+    };
+    assert!(!flagged(&check(
+        r#"{"a":[1,{"b":"pn_k2026:0123456789abcdef"}]}"#
+    )));
+    assert!(!flagged(&check(r#"{"a":null}"#)));
+    assert!(flagged(&check(r#"{"a":[1,{"b":[2]}]}"#)));
+    assert!(flagged(&check(r#"{"a":[1,{"b":2,"c":3}]}"#)));
+    assert!(flagged(&check(r#"{"a":"#)));
+    assert!(flagged(&check("")));
+    assert!(flagged(&|| drivers::check_minimized(
+        Some(b""),
+        None,
+        b"{}"
+    )));
 }
 
 #[test]
