@@ -441,7 +441,10 @@ pub fn check_normalized_path(path: &str) {
 /// deflate, 4 raw deflate as given); the rest is the body.
 ///
 /// A minimized body is JSON again, empty only when the upstream's was, and
-/// bounded by the upstream's document ([`check_minimized`]).
+/// bounded by the upstream's document ([`check_minimized`]). When the body
+/// is JSON the driver knows (codings 0, 2, 3), it is minimized a second
+/// time with [`PLANTS`] planted in it, and no plant may survive a profile
+/// that must remove it ([`check_plants_absent`]).
 pub fn redact(data: &[u8]) {
     let [mask, coding, body @ ..] = data else {
         return;
@@ -476,6 +479,22 @@ pub fn redact(data: &[u8]) {
     };
     if let Some(minimized) = minimize(&redaction, coding, &bytes) {
         check_minimized(plain, upstream.as_ref(), &minimized);
+    }
+    let Some(mut planted) = upstream.clone() else {
+        return;
+    };
+    plant(&mut planted, true);
+    let planted_bytes = serde_json::to_vec(&planted).unwrap_or_default();
+    if let Some(minimized) = minimize(&redaction, ContentCoding::Identity, &planted_bytes) {
+        check_minimized(Some(&planted_bytes), Some(&planted), &minimized);
+        // Profiles apply in turn: any one that removes a plant suffices.
+        let removes = |plant: &Plant| {
+            redaction
+                .profiles
+                .iter()
+                .any(|p| plant.removed_by.contains(&p.as_str()))
+        };
+        check_plants_absent(upstream.as_ref(), &minimized, &removes, &redaction.profiles);
     }
 }
 
@@ -545,6 +564,104 @@ pub fn shape(value: &serde_json::Value) -> (usize, usize) {
     };
     let depth = children.iter().map(|(d, _)| *d).max().unwrap_or(0) + 1;
     (depth, 1 + children.iter().map(|(_, n)| n).sum::<usize>())
+}
+
+/// A personal value the redaction drivers plant: a member `field: value`
+/// in every object of the document, or only in its entity-level objects
+/// (the root object and the objects of a root array, arrays nesting
+/// transparently: where an allowlist looks).
+pub struct Plant {
+    pub field: &'static str,
+    pub value: &'static str,
+    pub everywhere: bool,
+    /// City profiles of which any one, among those applied, must leave no
+    /// trace of `value` wherever it is planted.
+    pub removed_by: &'static [&'static str],
+}
+
+/// What the city pack promises, whatever the document around the plant:
+/// its e-mail, phone and IBAN detectors look into every string of the
+/// document in all profiles but `emergency`; `citizen` removes
+/// `last_name` at any depth; `driverName` is pseudonymized (`analyst`),
+/// removed (`citizen`) or outside the allowlist (`open-data`) in an
+/// entity. (`analyst` keeps an NGSI attribute's `type` and time members as
+/// they are, so a name nested in them is not its to remove.) The values
+/// contain no character JSON escapes, so a byte search finds them.
+pub const PLANTS: &[Plant] = &[
+    Plant {
+        field: "email",
+        value: "planted.person@example.org",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "phone",
+        value: "+49 30 9018 2264",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "iban",
+        value: "GB82WEST12345698765432",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "last_name",
+        value: "Plantedsurname",
+        everywhere: true,
+        removed_by: &["citizen"],
+    },
+    Plant {
+        field: "driverName",
+        value: "Plantina Drivername",
+        everywhere: false,
+        removed_by: &["analyst", "citizen", "open-data"],
+    },
+];
+
+/// Plants [`PLANTS`] in `value` (`entity`: `value` is at entity level).
+pub fn plant(value: &mut serde_json::Value, entity: bool) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for item in fields.values_mut() {
+                plant(item, false);
+            }
+            for plant in PLANTS.iter().filter(|p| p.everywhere || entity) {
+                fields.insert(plant.field.into(), plant.value.into());
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                plant(item, entity);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// No plant is left in a minimized body where `removes` says a profile
+/// applied must remove it, unless the fuzzed document (`original`, before
+/// the plants) held that value itself. `context` goes into the message.
+pub fn check_plants_absent(
+    original: Option<&serde_json::Value>,
+    minimized: &[u8],
+    removes: &dyn Fn(&Plant) -> bool,
+    context: &dyn std::fmt::Debug,
+) {
+    let original = original
+        .map(|o| serde_json::to_vec(o).unwrap_or_default())
+        .unwrap_or_default();
+    for plant in PLANTS.iter().filter(|p| removes(p)) {
+        if find(&original, plant.value.as_bytes()).is_none() {
+            assert!(
+                find(minimized, plant.value.as_bytes()).is_none(),
+                "the planted {} {:?} survived minimization ({context:?})",
+                plant.field,
+                plant.value
+            );
+        }
+    }
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {
