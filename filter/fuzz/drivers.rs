@@ -438,8 +438,13 @@ pub fn check_normalized_path(path: &str) {
 /// Byte 0 picks the profiles (a bit per city profile, in name order, applied
 /// in that order), byte 1 the content coding (0 identity, 1 the body as
 /// given declared gzip, 2 the body gzip-compressed by the driver, 3 zlib
-/// deflate, 4 raw deflate as given); the rest is the body. A minimized body
-/// is JSON again (or empty), and fits its bound.
+/// deflate, 4 raw deflate as given); the rest is the body.
+///
+/// A minimized body is JSON again, empty only when the upstream's was, and
+/// bounded by the upstream's document ([`check_minimized`]). When the body
+/// is JSON the driver knows (codings 0, 2, 3), it is minimized a second
+/// time with [`PLANTS`] planted in it, and no plant may survive a profile
+/// that must remove it ([`check_plants_absent`]).
 pub fn redact(data: &[u8]) {
     let [mask, coding, body @ ..] = data else {
         return;
@@ -458,32 +463,202 @@ pub fn redact(data: &[u8]) {
         .filter(|(i, _)| mask & (1 << (i % 8)) != 0)
         .map(|(_, n)| n.clone())
         .collect();
-    let (coding, bytes) = match coding % 5 {
-        0 => (ContentCoding::Identity, body.to_vec()),
-        1 => (ContentCoding::Gzip, body.to_vec()),
-        2 => (ContentCoding::Gzip, gzip(body)),
-        3 => (ContentCoding::Deflate, zlib(body)),
-        _ => (ContentCoding::Deflate, body.to_vec()),
+    // The decoded body, where the driver encodes it itself.
+    let (coding, bytes, plain) = match coding % 5 {
+        0 => (ContentCoding::Identity, body.to_vec(), Some(body)),
+        1 => (ContentCoding::Gzip, body.to_vec(), None),
+        2 => (ContentCoding::Gzip, gzip(body), Some(body)),
+        3 => (ContentCoding::Deflate, zlib(body), Some(body)),
+        _ => (ContentCoding::Deflate, body.to_vec(), None),
     };
+    let plain = plain.map(|b| b.strip_prefix(BOM).unwrap_or(b));
+    let upstream: Option<serde_json::Value> = plain.and_then(|b| serde_json::from_slice(b).ok());
     let redaction = ResponseRedaction {
         profiles,
         ..ResponseRedaction::default()
     };
+    if let Some(minimized) = minimize(&redaction, coding, &bytes) {
+        check_minimized(plain, upstream.as_ref(), &minimized);
+    }
+    let Some(mut planted) = upstream.clone() else {
+        return;
+    };
+    plant(&mut planted, true);
+    let planted_bytes = serde_json::to_vec(&planted).unwrap_or_default();
+    if let Some(minimized) = minimize(&redaction, ContentCoding::Identity, &planted_bytes) {
+        check_minimized(Some(&planted_bytes), Some(&planted), &minimized);
+        // Profiles apply in turn: any one that removes a plant suffices.
+        let removes = |plant: &Plant| {
+            redaction
+                .profiles
+                .iter()
+                .any(|p| plant.removed_by.contains(&p.as_str()))
+        };
+        check_plants_absent(upstream.as_ref(), &minimized, &removes, &redaction.profiles);
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The city pack's minimization of `bytes`; `None` when it fails closed.
+fn minimize(redaction: &ResponseRedaction, coding: ContentCoding, bytes: &[u8]) -> Option<Vec<u8>> {
     let plan = BufferPlan {
         max_bytes: 1 << 20,
         coding,
         declared_length: None,
     };
     let host = MemoryHost::at_unix_seconds(NOW);
-    if let Ok(minimized) =
-        gateway
-            .redactor()
-            .minimize(&redaction, &plan, &bytes, &host as &dyn Host)
-    {
-        if !minimized.body.is_empty() {
+    city_gateway()
+        .redactor()
+        .minimize(redaction, &plan, bytes, &host as &dyn Host)
+        .ok()
+        .map(|minimized| minimized.body)
+}
+
+/// The minimization bound, given the upstream's decoded body (without a
+/// byte order mark) and its document where the driver knows them: a
+/// minimized body is JSON, empty only when the upstream's body was, and no
+/// deeper and with no more values (members and elements) than the
+/// upstream's document, because every action of the city pack's profiles
+/// removes or rewrites in place (its replacements are strings). Its size
+/// in bytes is not bounded by the plan's `max_bytes`, which limits the
+/// upstream's body: a pseudonym is longer than the `1` it replaces.
+pub fn check_minimized(
+    upstream_body: Option<&[u8]>,
+    upstream: Option<&serde_json::Value>,
+    minimized: &[u8],
+) {
+    if let Some(body) = upstream_body {
+        assert_eq!(
+            minimized.is_empty(),
+            body.is_empty(),
+            "a minimized body is empty where the upstream's is not, or the other way round"
+        );
+    }
+    if minimized.is_empty() {
+        return;
+    }
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(minimized) else {
+        panic!("a minimized body is not JSON");
+    };
+    if let Some(upstream) = upstream {
+        let (depth, values) = shape(&document);
+        let (upstream_depth, upstream_values) = shape(upstream);
+        assert!(
+            depth <= upstream_depth,
+            "a minimized body nests deeper ({depth}) than the upstream's ({upstream_depth})"
+        );
+        assert!(
+            values <= upstream_values,
+            "a minimized body holds more values ({values}) than the upstream's ({upstream_values})"
+        );
+    }
+}
+
+/// Nesting depth (a scalar 0, `[1]` 1) and number of values of a document.
+pub fn shape(value: &serde_json::Value) -> (usize, usize) {
+    let children: Vec<(usize, usize)> = match value {
+        serde_json::Value::Array(items) => items.iter().map(shape).collect(),
+        serde_json::Value::Object(fields) => fields.values().map(shape).collect(),
+        _ => return (0, 1),
+    };
+    let depth = children.iter().map(|(d, _)| *d).max().unwrap_or(0) + 1;
+    (depth, 1 + children.iter().map(|(_, n)| n).sum::<usize>())
+}
+
+/// A personal value the redaction drivers plant: a member `field: value`
+/// in every object of the document, or only in its entity-level objects
+/// (the root object and the objects of a root array, arrays nesting
+/// transparently: where an allowlist looks).
+pub struct Plant {
+    pub field: &'static str,
+    pub value: &'static str,
+    pub everywhere: bool,
+    /// City profiles of which any one, among those applied, must leave no
+    /// trace of `value` wherever it is planted.
+    pub removed_by: &'static [&'static str],
+}
+
+/// What the city pack promises, whatever the document around the plant:
+/// its e-mail, phone and IBAN detectors look into every string of the
+/// document in all profiles but `emergency`; `citizen` removes
+/// `last_name` at any depth; `driverName` is pseudonymized (`analyst`),
+/// removed (`citizen`) or outside the allowlist (`open-data`) in an
+/// entity. (`analyst` keeps an NGSI attribute's `type` and time members as
+/// they are, so a name nested in them is not its to remove.) The values
+/// contain no character JSON escapes, so a byte search finds them.
+pub const PLANTS: &[Plant] = &[
+    Plant {
+        field: "email",
+        value: "planted.person@example.org",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "phone",
+        value: "+49 30 9018 2264",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "iban",
+        value: "GB82WEST12345698765432",
+        everywhere: true,
+        removed_by: &["analyst", "citizen", "open-data", "operator"],
+    },
+    Plant {
+        field: "last_name",
+        value: "Plantedsurname",
+        everywhere: true,
+        removed_by: &["citizen"],
+    },
+    Plant {
+        field: "driverName",
+        value: "Plantina Drivername",
+        everywhere: false,
+        removed_by: &["analyst", "citizen", "open-data"],
+    },
+];
+
+/// Plants [`PLANTS`] in `value` (`entity`: `value` is at entity level).
+pub fn plant(value: &mut serde_json::Value, entity: bool) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for item in fields.values_mut() {
+                plant(item, false);
+            }
+            for plant in PLANTS.iter().filter(|p| p.everywhere || entity) {
+                fields.insert(plant.field.into(), plant.value.into());
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                plant(item, entity);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// No plant is left in a minimized body where `removes` says a profile
+/// applied must remove it, unless the fuzzed document (`original`, before
+/// the plants) held that value itself. `context` goes into the message.
+pub fn check_plants_absent(
+    original: Option<&serde_json::Value>,
+    minimized: &[u8],
+    removes: &dyn Fn(&Plant) -> bool,
+    context: &dyn std::fmt::Debug,
+) {
+    let original = original
+        .map(|o| serde_json::to_vec(o).unwrap_or_default())
+        .unwrap_or_default();
+    for plant in PLANTS.iter().filter(|p| removes(p)) {
+        if find(&original, plant.value.as_bytes()).is_none() {
             assert!(
-                serde_json::from_slice::<serde_json::Value>(&minimized.body).is_ok(),
-                "a minimized body is not JSON"
+                find(minimized, plant.value.as_bytes()).is_none(),
+                "the planted {} {:?} survived minimization ({context:?})",
+                plant.field,
+                plant.value
             );
         }
     }

@@ -12,7 +12,10 @@
 //! A finding is anything Envoy would not survive or a client would wait for
 //! forever: a trap (panic, out-of-bounds, fuel exhausted) in any callback, a
 //! request that stays pending with nothing left to wait for, a response the
-//! filter never releases.
+//! filter never releases; or a forwarded response whose body breaks the
+//! minimization bound ([`crate::drivers::check_minimized`]) or keeps a
+//! personal value the driver planted in the upstream's JSON
+//! ([`crate::drivers::PLANTS`]) where the caller's profile removes it.
 
 // Each of the two users (the fuzz target, the stable replay) calls a part.
 #![allow(dead_code)]
@@ -23,9 +26,14 @@ use std::time::Duration;
 
 use citygate_host::scenario::credentials::Credentials;
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{CalloutReply, Clock, Plugin, Request, RequestOutcome, Upstream, Vm};
+use citygate_host::{
+    CalloutReply, ClientResponse, Clock, Plugin, Request, RequestOutcome, Upstream,
+    UpstreamRequest, Vm,
+};
 
-use crate::drivers::{demo_env, Message, CITY_CONFIG, NOW};
+use crate::drivers::{
+    check_minimized, check_plants_absent, demo_env, Message, Plant, CITY_CONFIG, NOW, PLANTS,
+};
 
 /// A fresh VM per input would spend most of its time in `on_configure`
 /// (compiling the Rego pack); a VM is reused for this many inputs, which is
@@ -127,14 +135,15 @@ fn exchange(vm: &mut Vm, data: &[u8]) {
         .open(request)
         .unwrap_or_else(|e| panic!("finding: the request phase failed: {e:#}"));
     match vm.outcome(id) {
-        RequestOutcome::Forwarded(_) => {
-            let upstream = upstream_of(&Message::parse(upstream_part.unwrap_or(b"200")));
-            vm.feed_upstream(id, upstream)
+        RequestOutcome::Forwarded(forwarded) => {
+            let mut reply = Message::parse(upstream_part.unwrap_or(b"200"));
+            let original = planted(&mut reply);
+            vm.feed_upstream(id, upstream_of(&reply))
                 .unwrap_or_else(|e| panic!("finding: the response phase failed: {e:#}"));
-            assert!(
-                vm.client_response(id).is_some(),
-                "finding: the filter holds a complete response forever"
-            );
+            let Some(response) = vm.client_response(id) else {
+                panic!("finding: the filter holds a complete response forever");
+            };
+            check_reply(&forwarded, &reply, original.as_ref(), &response);
         }
         RequestOutcome::Local(_) | RequestOutcome::Reset => {}
         RequestOutcome::Pending => {
@@ -186,4 +195,117 @@ fn upstream_of(message: &Message) -> Upstream {
         upstream = upstream.chunk_size(n);
     }
     upstream.body(message.body.clone())
+}
+
+// ---- what reaches the client ------------------------------------------------
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether the reply's body is sent as it is (no content coding).
+fn identity_coded(reply: &Message) -> bool {
+    reply
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+        .all(|(_, v)| matches!(v.trim().to_ascii_lowercase().as_str(), "" | "identity"))
+}
+
+/// The reply's body as a JSON document, as the filter reads an
+/// identity-coded body.
+fn document(reply: &Message) -> Option<serde_json::Value> {
+    let body = reply.body.strip_prefix(BOM).unwrap_or(&reply.body);
+    identity_coded(reply)
+        .then(|| serde_json::from_slice(body).ok())
+        .flatten()
+}
+
+/// Plants [`PLANTS`] in an identity-coded JSON reply, as the first members
+/// of its root object or as an object put first in its root array (the
+/// entity level), leaving the fuzzed bytes around them as they are; a
+/// `content-length` of the old body is updated. Returns the document as it
+/// was before.
+fn planted(reply: &mut Message) -> Option<serde_json::Value> {
+    let original = document(reply)?;
+    let bom = if reply.body.starts_with(BOM) { 3 } else { 0 };
+    let json_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let open = bom
+        + reply.body[bom..]
+            .iter()
+            .take_while(|b| json_space(b))
+            .count();
+    let next = reply
+        .body
+        .get(open + 1..)
+        .and_then(|rest| rest.iter().find(|b| !json_space(b)));
+    let json = |text: &str| serde_json::Value::String(text.into());
+    let members: Vec<String> = PLANTS
+        .iter()
+        .map(|p| format!("{}:{}", json(p.field), json(p.value)))
+        .collect();
+    let members = members.join(",");
+    let insert = match (reply.body.get(open), next) {
+        (Some(b'{'), Some(b'}')) => members,
+        (Some(b'{'), _) => format!("{members},"),
+        (Some(b'['), Some(b']')) => format!("{{{members}}}"),
+        (Some(b'['), _) => format!("{{{members}}},"),
+        _ => return None,
+    };
+    let old_length = reply.body.len().to_string();
+    reply.body.splice(open + 1..open + 1, insert.bytes());
+    for (name, value) in reply.headers.iter_mut() {
+        if name.eq_ignore_ascii_case("content-length") && value.trim() == old_length {
+            *value = reply.body.len().to_string();
+        }
+    }
+    Some(original)
+}
+
+/// A response the filter minimized (forwarded, with a body to minimize)
+/// keeps the bound, and no plant survives the profile the caller gets.
+/// The city pack gives a caller with the `emergency-services` role the
+/// `emergency` profile (nothing removed), one with `city-operator` the
+/// `operator` profile, anyone else `analyst`, `citizen` or `open-data`; a
+/// plant counts only when every profile the caller may get removes it.
+/// An NGSI attribute served alone (`…/attrs/…`) is minimized as that
+/// attribute of an entity, so its body's root is not the entity level.
+fn check_reply(
+    forwarded: &UpstreamRequest,
+    reply: &Message,
+    original: Option<&serde_json::Value>,
+    response: &ClientResponse,
+) {
+    let head = forwarded.headers.get(":method") == Some("HEAD");
+    let bodiless = matches!(response.status, 100..=199 | 204 | 304);
+    if response.local.is_some() || response.reset || head || bodiless {
+        return;
+    }
+    let upstream_body = reply.body.strip_prefix(BOM).unwrap_or(&reply.body);
+    let identity = identity_coded(reply);
+    check_minimized(
+        identity.then_some(upstream_body),
+        document(reply).as_ref(),
+        &response.body,
+    );
+    let roles: Vec<&str> = forwarded
+        .headers
+        .get_all("x-citygate-roles")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .collect();
+    let profiles: &[&str] = if roles.contains(&"emergency-services") {
+        return;
+    } else if roles.contains(&"city-operator") {
+        &["operator"]
+    } else {
+        &["analyst", "citizen", "open-data"]
+    };
+    let path = forwarded.headers.get(":path").unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    let entity_level = !path.split('/').any(|segment| segment == "attrs");
+    let removes = |plant: &Plant| {
+        (plant.everywhere || entity_level) && profiles.iter().all(|p| plant.removed_by.contains(p))
+    };
+    if original.is_some() {
+        check_plants_absent(original, &response.body, &removes, &(profiles, path));
+    }
 }

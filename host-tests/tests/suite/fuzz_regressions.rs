@@ -112,6 +112,70 @@ fn drivers_flag_broken_invariants() {
     assert!(flagged(&|| drivers::check_normalized_path("/a/\u{7}")));
     assert!(!flagged(&|| drivers::check_normalized_path("/a/b/")));
     assert!(!flagged(&|| drivers::check_normalized_path("/")));
+
+    // The minimization bound: JSON, empty only for an empty upstream body,
+    // no deeper and no more values than the upstream's document.
+    let upstream = serde_json::json!({"a": [1, {"b": 2}]});
+    let body = upstream.to_string();
+    let check = |minimized: &'static str| {
+        let (body, upstream) = (body.clone(), upstream.clone());
+        move || {
+            drivers::check_minimized(Some(body.as_bytes()), Some(&upstream), minimized.as_bytes())
+        }
+    };
+    assert!(!flagged(&check(
+        r#"{"a":[1,{"b":"pn_k2026:0123456789abcdef"}]}"#
+    )));
+    assert!(!flagged(&check(r#"{"a":null}"#)));
+    assert!(flagged(&check(r#"{"a":[1,{"b":[2]}]}"#)));
+    assert!(flagged(&check(r#"{"a":[1,{"b":2,"c":3}]}"#)));
+    assert!(flagged(&check(r#"{"a":"#)));
+    assert!(flagged(&check("")));
+    assert!(flagged(&|| drivers::check_minimized(
+        Some(b""),
+        None,
+        b"{}"
+    )));
+
+    // A plant left where a profile applied removes it; not where none does,
+    // nor where the fuzzed document held the value itself.
+    let citizen = |plant: &drivers::Plant| plant.removed_by.contains(&"citizen");
+    let nobody = |_: &drivers::Plant| false;
+    let leaked = br#"{"x":"Plantedsurname"}"#;
+    assert!(flagged(&|| {
+        drivers::check_plants_absent(None, leaked, &citizen, &"citizen")
+    }));
+    assert!(!flagged(&|| {
+        drivers::check_plants_absent(None, leaked, &nobody, &"emergency")
+    }));
+    let own = serde_json::json!({"id": "Plantedsurname"});
+    assert!(!flagged(&|| {
+        drivers::check_plants_absent(Some(&own), leaked, &citizen, &"citizen")
+    }));
+}
+
+/// The redaction driver plants every value where its profiles look, and the
+/// city pack removes them: the demo data under each profile passes.
+#[test]
+fn redaction_driver_plants_where_the_profiles_must_remove() {
+    let mut document =
+        serde_json::json!([{"id": "a", "location": {"type": "Point"}}, [{"id": "b"}]]);
+    drivers::plant(&mut document, true);
+    let text = document.to_string();
+    for plant in drivers::PLANTS {
+        let found = text.matches(plant.value).count();
+        // Everywhere: the two entities and the location; else the entities.
+        let expected = if plant.everywhere { 3 } else { 2 };
+        assert_eq!(found, expected, "{} in {text}", plant.field);
+    }
+    let o311 =
+        fs::read(workspace_root().join("host-tests/src/demo_api/data/open311_requests.json"))
+            .expect("data");
+    for mask in 0..32u8 {
+        let mut input = vec![mask, 0];
+        input.extend(&o311);
+        drivers::redact(&input);
+    }
 }
 
 #[test]
@@ -398,4 +462,22 @@ fn write_seed_corpus() {
         }
     }
     write(&redact, "scalars", b"\xff\x00[1,\"a@b.example\",null,true,-0.0,1e400,\"DE89370400440532013000\",{\"email\":{\"email\":[]}}]");
+    // Contexts for the planted values: nested entities, NGSI attributes
+    // with object members, an allowlisted subtree.
+    for (name, mask, body) in [
+        (
+            "plant-attributes",
+            0x1bu8,
+            r#"[[{"name":{"type":{"x":{}},"value":1,"observedAt":{}},"location":{"type":"Point","coordinates":[11.5,48.1]},"email":{"type":"Text","value":"x"}}]]"#,
+        ),
+        (
+            "plant-open-data",
+            0x08,
+            r#"{"location":{"nested":{}},"status":{"type":"Property","value":"free"},"x":[{}]}"#,
+        ),
+    ] {
+        let mut bytes = vec![mask, 0];
+        bytes.extend(body.as_bytes());
+        write(&redact, name, &bytes);
+    }
 }
