@@ -1,6 +1,6 @@
 //! The hostcall calling convention every family shares: the import module
 //! name, and how a hostcall body's result becomes the i32 status the guest
-//! sees (or a trap); and [`hostcall`], through which every family defines
+//! sees (or a trap); and `hostcall`, through which every family defines
 //! its imports so each call is counted by name.
 
 use super::state::HostState;

@@ -1,6 +1,6 @@
 //! The proxy-wasm ABI 0.2.1 hostcalls, one module per family, over the
 //! plain data in [`state`]. Each family exposes `link`, which adds its
-//! imports to the linker through [`call::hostcall`] (so every call is
+//! imports to the linker through `call::hostcall` (so every call is
 //! counted by name, per guest callback); [`link_all`] adds every one the
 //! Rust SDK 0.2.5 (and Envoy's older ABI aliases) can import.
 //!
