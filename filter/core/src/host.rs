@@ -51,8 +51,16 @@ pub struct DispatchError {
 /// data is passed in as values, not pulled through this trait.
 pub trait Host {
     /// Wall-clock time in nanoseconds since the Unix epoch, from the proxy's
-    /// clock (tests control it).
+    /// clock (tests control it). The instant a request is judged at: the
+    /// shell reads the clock once per request and answers that reading to
+    /// every stage (one hostcall instead of one per stage, and one "now"
+    /// for the token's expiry, the buckets, the policy and the log).
     fn now_unix_nanos(&self) -> u64;
+    /// A fresh reading of the clock, for measuring a duration (the policy's
+    /// evaluation time); `now_unix_nanos` may answer an earlier instant.
+    fn clock_unix_nanos(&self) -> u64 {
+        self.now_unix_nanos()
+    }
     /// Shared data is process-wide: every Envoy worker's VM sees it.
     fn shared_get(&self, key: &str) -> SharedValue;
     /// With `cas: Some(_)` the write only happens if nobody wrote since that read.

@@ -1,6 +1,7 @@
 //! The core's [`Host`] as Envoy provides it: each method is one proxy-wasm
 //! hostcall.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -14,15 +15,40 @@ use proxy_wasm::types::{LogLevel as ProxyLogLevel, MetricType, Status};
 #[derive(Clone, Default)]
 pub(crate) struct EnvoyHost {
     metric_ids: Rc<HashMap<Metric, u32>>,
+    /// Envoy's log level as the root context last read it (at configure
+    /// and on every tick), shared by the VM's request contexts.
+    log_level: Rc<Cell<Option<ProxyLogLevel>>>,
+    /// A request's host keeps its first clock reading here and answers it
+    /// to every later `now_unix_nanos`; the root's host has none and
+    /// always reads the clock.
+    request_instant: Option<Cell<Option<u64>>>,
+}
+
+fn read_clock() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl Host for EnvoyHost {
     fn now_unix_nanos(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        let Some(instant) = &self.request_instant else {
+            return read_clock();
+        };
+        match instant.get() {
+            Some(now) => now,
+            None => {
+                let now = read_clock();
+                instant.set(Some(now));
+                now
+            }
+        }
+    }
+
+    fn clock_unix_nanos(&self) -> u64 {
+        read_clock()
     }
 
     fn shared_get(&self, key: &str) -> SharedValue {
@@ -57,10 +83,17 @@ impl Host for EnvoyHost {
     }
 
     fn log_enabled(&self, level: LogLevel) -> bool {
-        // Envoy's level can change at runtime (admin `/logging`), so it is
-        // asked each time: one cheap host call.
-        hostcalls::get_log_level()
-            .map_or(true, |current| proxy_level(level) as u32 >= current as u32)
+        // Envoy's level can change at runtime (admin `/logging`); the root
+        // reads it on every tick, so a change applies within one tick
+        // without a hostcall per request.
+        let current = match self.log_level.get() {
+            Some(current) => current,
+            None => match hostcalls::get_log_level() {
+                Ok(current) => current,
+                Err(_) => return true,
+            },
+        };
+        proxy_level(level) as u32 >= current as u32
     }
 
     fn dispatch(&self, callout: &Callout) -> Result<u32, DispatchError> {
@@ -102,9 +135,27 @@ pub(crate) fn define_metrics() -> HashMap<Metric, u32> {
 
 impl EnvoyHost {
     pub(crate) fn new(metric_ids: HashMap<Metric, u32>) -> Self {
-        Self {
+        let host = Self {
             metric_ids: Rc::new(metric_ids),
+            ..Self::default()
+        };
+        host.refresh_log_level();
+        host
+    }
+
+    /// The host of one request (or of one retry of it after a wait for
+    /// keys): it reads the clock at most once.
+    pub(crate) fn for_request(&self) -> Self {
+        Self {
+            metric_ids: self.metric_ids.clone(),
+            log_level: self.log_level.clone(),
+            request_instant: Some(Cell::new(None)),
         }
+    }
+
+    /// Reads Envoy's log level again (the root does on every tick).
+    pub(crate) fn refresh_log_level(&self) {
+        self.log_level.set(hostcalls::get_log_level().ok());
     }
 }
 

@@ -48,7 +48,7 @@ impl CitygateRoot {
             }
             let mut flow = CitygateHttp::new(
                 config.clone(),
-                self.host.clone(),
+                self.host.for_request(),
                 waiter.context_id,
                 self.shared.clone(),
             );
@@ -142,6 +142,7 @@ impl RootContext for CitygateRoot {
         let Some(config) = &self.config else {
             return;
         };
+        self.host.refresh_log_level();
         config.on_tick(&mut self.tick, &self.host);
         // After the fetches: waking waiters switches the effective context.
         self.wake_key_waiters();
@@ -151,7 +152,7 @@ impl RootContext for CitygateRoot {
         let config = self.config.clone()?;
         Some(Box::new(CitygateHttp::new(
             config,
-            self.host.clone(),
+            self.host.for_request(),
             context_id,
             self.shared.clone(),
         )))

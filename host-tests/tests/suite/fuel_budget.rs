@@ -199,7 +199,7 @@ const CASES: &[Case] = &[
         warm: false,
         response: false,
         budget: 26_000_000,
-        hostcalls: 18,
+        hostcalls: 17,
     },
     Case {
         name: "+ JWT RS256, cached",
@@ -207,7 +207,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 175_000,
-        hostcalls: 19,
+        hostcalls: 18,
     },
     Case {
         name: "+ rate-limit rule",
@@ -215,7 +215,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 197_000,
-        hostcalls: 24,
+        hostcalls: 23,
     },
     Case {
         name: "+ Rego decision, redaction planned",
@@ -223,7 +223,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 485_000,
-        hostcalls: 28,
+        hostcalls: 27,
     },
     Case {
         name: "+ decision log (benchmark pipeline)",
@@ -231,7 +231,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 535_000,
-        hostcalls: 31,
+        hostcalls: 28,
     },
     Case {
         name: "benchmark pipeline, 16 KiB NGSI minimized",
@@ -239,7 +239,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: true,
         budget: 8_300_000,
-        hostcalls: 45,
+        hostcalls: 42,
     },
 ];
 

@@ -176,17 +176,19 @@ impl PolicyEngine {
             .as_deref()
             .unwrap_or(&policy.entrypoint);
         let dry_run = policy.dry_run || request.route.policy.dry_run;
-        let started = host.now_unix_nanos();
+        // Fresh readings: the request's instant may be well before this
+        // stage (a JWT verified first), which would inflate the histogram.
+        let started = host.clock_unix_nanos();
         let outcome = input::build_input(request)
             .map_err(|e| e.reason().to_string())
             .and_then(|input| {
                 policy
                     .prepared
-                    .evaluate(entrypoint, input, started)
+                    .evaluate(entrypoint, input, host.now_unix_nanos())
                     .map_err(|e| e.to_string())
             })
             .and_then(|value| parse_decision(&value).map_err(|e| e.describe()));
-        let eval_micros = host.now_unix_nanos().saturating_sub(started) / 1_000;
+        let eval_micros = host.clock_unix_nanos().saturating_sub(started) / 1_000;
         host.record(Metric::PolicyEvalMicros, eval_micros);
         match outcome {
             Ok(decision) => Decision {
