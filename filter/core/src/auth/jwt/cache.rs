@@ -1,20 +1,20 @@
-//! Verified tokens, per provider and per VM, keyed by the token's SHA-256:
-//! a repeated token costs a hash instead of a signature check. Entries end
-//! with the token (`exp` + skew) and with the key set they were verified
+//! Verified tokens, per provider and per VM, keyed by the token itself: a
+//! repeated token costs one SipHash of its bytes (std's `HashMap`, keyed
+//! with per-process random keys, so chosen tokens cannot flood one bucket)
+//! and one exact comparison, instead of a SHA-256 and a signature check.
+//! Envoy's jwt_authn keys its cache by the raw token too. Entries end with
+//! the token (`exp` + skew) and with the key set they were verified
 //! against, so a key removed from the JWKS stops its tokens at once.
+//!
+//! Only verified tokens enter, at most `capacity` of them (each at most the
+//! provider's `max_token_bytes`). A full cache drops one arbitrary entry per
+//! insert (the hash order is random), never scanning the whole cache on the
+//! request path; expired entries go when they are next looked up.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use sha2::{Digest, Sha256};
-
 use crate::identity::Identity;
-
-pub type TokenDigest = [u8; 32];
-
-pub fn digest(token: &str) -> TokenDigest {
-    Sha256::digest(token.as_bytes()).into()
-}
 
 struct Entry {
     identity: Identity,
@@ -24,7 +24,7 @@ struct Entry {
 
 pub struct TokenCache {
     capacity: usize,
-    entries: RefCell<HashMap<TokenDigest, Entry>>,
+    entries: RefCell<HashMap<Box<str>, Entry>>,
 }
 
 impl TokenCache {
@@ -35,11 +35,11 @@ impl TokenCache {
         }
     }
 
-    pub fn get(&self, digest: &TokenDigest, now: u64, key_generation: u64) -> Option<Identity> {
+    pub fn get(&self, token: &str, now: u64, key_generation: u64) -> Option<Identity> {
         let mut entries = self.entries.borrow_mut();
-        let entry = entries.get(digest)?;
+        let entry = entries.get(token)?;
         if now >= entry.valid_until || entry.key_generation != key_generation {
-            entries.remove(digest);
+            entries.remove(token);
             return None;
         }
         Some(entry.identity.clone())
@@ -47,7 +47,7 @@ impl TokenCache {
 
     pub fn insert(
         &self,
-        digest: TokenDigest,
+        token: &str,
         identity: Identity,
         valid_until: u64,
         key_generation: u64,
@@ -57,21 +57,14 @@ impl TokenCache {
             return;
         }
         let mut entries = self.entries.borrow_mut();
-        if entries.len() >= self.capacity && !entries.contains_key(&digest) {
-            entries.retain(|_, e| now < e.valid_until && e.key_generation == key_generation);
-            if entries.len() >= self.capacity {
-                // Full of live tokens: drop the one that would expire first.
-                let oldest = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.valid_until)
-                    .map(|(d, _)| *d);
-                if let Some(oldest) = oldest {
-                    entries.remove(&oldest);
-                }
+        if entries.len() >= self.capacity && !entries.contains_key(token) {
+            let victim = entries.keys().next().cloned();
+            if let Some(victim) = victim {
+                entries.remove(&victim);
             }
         }
         entries.insert(
-            digest,
+            token.into(),
             Entry {
                 identity,
                 valid_until,
@@ -96,26 +89,35 @@ mod tests {
     #[test]
     fn entries_expire_with_the_token_and_the_key_set() {
         let cache = TokenCache::new(4);
-        let d = digest("t1");
-        cache.insert(d, Identity::anonymous(), 100, 1, 10);
-        assert!(cache.get(&d, 99, 1).is_some());
-        assert!(cache.get(&d, 100, 1).is_none());
-        cache.insert(d, Identity::anonymous(), 100, 1, 10);
-        assert!(cache.get(&d, 50, 2).is_none(), "keys changed");
+        cache.insert("t1", Identity::anonymous(), 100, 1, 10);
+        assert!(cache.get("t1", 99, 1).is_some());
+        assert!(cache.get("t1", 100, 1).is_none());
+        cache.insert("t1", Identity::anonymous(), 100, 1, 10);
+        assert!(cache.get("t1", 50, 2).is_none(), "keys changed");
         assert!(cache.is_empty());
     }
 
     #[test]
-    fn size_is_bounded() {
+    fn a_token_is_found_only_by_its_exact_bytes() {
+        let cache = TokenCache::new(4);
+        cache.insert("eyJ.payload.sig", Identity::anonymous(), 100, 1, 10);
+        assert!(cache.get("eyJ.payload.sig", 11, 1).is_some());
+        assert!(cache.get("eyJ.payload.sig ", 11, 1).is_none());
+        assert!(cache.get("eyJ.payload.si", 11, 1).is_none());
+        assert!(cache.get("eyJ.payload.siG", 11, 1).is_none());
+    }
+
+    #[test]
+    fn size_is_bounded_and_the_newest_token_is_kept() {
         let cache = TokenCache::new(2);
-        for (i, token) in ["a", "b", "c"].iter().enumerate() {
-            cache.insert(digest(token), Identity::anonymous(), 100 + i as u64, 1, 10);
+        for (i, token) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            cache.insert(token, Identity::anonymous(), 100 + i as u64, 1, 10);
+            assert!(cache.len() <= 2);
+            assert!(cache.get(token, 11, 1).is_some(), "{token} was just added");
         }
         assert_eq!(cache.len(), 2);
-        assert!(
-            cache.get(&digest("a"), 11, 1).is_none(),
-            "earliest expiry evicted"
-        );
-        assert!(cache.get(&digest("c"), 11, 1).is_some());
+        // Re-inserting a cached token does not evict another.
+        cache.insert("e", Identity::anonymous(), 200, 1, 10);
+        assert_eq!(cache.len(), 2);
     }
 }

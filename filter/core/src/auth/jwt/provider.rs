@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use jsonwebtoken::Algorithm;
 
-use super::cache::{self, TokenCache};
+use super::cache::TokenCache;
 use super::jwks::JwksStore;
 use super::keys::KeySet;
 use super::verify::{self, JwtError, VerifyOptions};
@@ -207,11 +207,10 @@ impl Provider {
             Keys::Remote(store) => store.keys(host).ok_or(store.max_wait_ms()),
         };
         // A token verified before, against the same keys, is still valid
-        // until its cache entry ends: the hash of its exact bytes is all a
+        // until its cache entry ends: a lookup by its exact bytes is all a
         // repeated token costs (no decoding, no signature check).
-        let digest = cache::digest(token);
         if let Ok((_, generation)) = &current {
-            if let Some(identity) = self.cache.get(&digest, now, *generation) {
+            if let Some(identity) = self.cache.get(token, now, *generation) {
                 host.count(Metric::JwtCacheHit, 1);
                 return JwtOutcome::Verified(identity);
             }
@@ -230,7 +229,7 @@ impl Provider {
                 let identity = claims::identity(claims, &self.claims);
                 if let Some(until) = valid_until {
                     self.cache
-                        .insert(digest, identity.clone(), until, generation, now);
+                        .insert(token, identity.clone(), until, generation, now);
                 }
                 JwtOutcome::Verified(identity)
             }
