@@ -155,9 +155,13 @@ impl CitygateHttp {
         }
     }
 
-    fn apply_response_edits(&self, edits: &HeaderEdits) {
+    /// `present` are the response headers Envoy holds: a header the
+    /// upstream did not send needs no removal call.
+    fn apply_response_edits(&self, edits: &HeaderEdits, present: &[(String, String)]) {
         for name in &edits.remove_headers {
-            self.set_http_response_header(name, None);
+            if header_value(present, name).is_some() {
+                self.set_http_response_header(name, None);
+            }
         }
         for (name, value) in &edits.set_headers {
             self.set_http_response_header(name, Some(value));
@@ -263,17 +267,23 @@ impl HttpContext for CitygateHttp {
         let RequestState::Forwarded(forwarded) = &self.request else {
             return Action::Continue;
         };
-        self.status = self
-            .get_http_response_header(":status")
+        // One read of the upstream's headers serves the status, the
+        // removals (only of headers it sent: each removal is a hostcall)
+        // and the stage below, which sees them as Envoy now holds them.
+        let mut headers = self.get_http_response_headers();
+        self.status = header_value(&headers, ":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         for name in &forwarded.response.remove_headers {
-            self.set_http_response_header(name, None);
+            if header_value(&headers, name).is_some() {
+                self.set_http_response_header(name, None);
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            }
         }
         for (name, value) in &forwarded.response.add_headers {
             self.add_http_response_header(name, value);
+            headers.push((name.clone(), value.clone()));
         }
-        let headers = self.get_http_response_headers();
         match self.config.on_response_headers(
             forwarded,
             self.status,
@@ -282,7 +292,7 @@ impl HttpContext for CitygateHttp {
             &self.host,
         ) {
             Ok(decided) => {
-                self.apply_response_edits(&decided.edits);
+                self.apply_response_edits(&decided.edits, &headers);
                 match decided.buffer {
                     Some(plan) => {
                         self.response = ResponseState::Buffering(plan);
@@ -339,4 +349,12 @@ impl HttpContext for CitygateHttp {
             self.config.finish(record, self.status, &self.host);
         }
     }
+}
+
+/// The first value of header `name` (names compared case-insensitively).
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }

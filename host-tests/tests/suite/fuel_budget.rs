@@ -192,7 +192,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 72_000,
-        hostcalls: 13,
+        hostcalls: 12,
     },
     Case {
         name: "+ JWT RS256, first verification",
@@ -200,7 +200,7 @@ const CASES: &[Case] = &[
         warm: false,
         response: false,
         budget: 26_000_000,
-        hostcalls: 17,
+        hostcalls: 16,
     },
     Case {
         name: "+ JWT RS256, cached",
@@ -208,7 +208,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 127_000,
-        hostcalls: 18,
+        hostcalls: 17,
     },
     Case {
         name: "+ rate-limit rule",
@@ -216,7 +216,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 145_000,
-        hostcalls: 23,
+        hostcalls: 22,
     },
     Case {
         name: "+ Rego decision, redaction planned",
@@ -224,7 +224,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 410_000,
-        hostcalls: 27,
+        hostcalls: 26,
     },
     Case {
         name: "+ decision log (benchmark pipeline)",
@@ -232,7 +232,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 455_000,
-        hostcalls: 28,
+        hostcalls: 27,
     },
     Case {
         name: "benchmark pipeline, 16 KiB NGSI minimized",
@@ -240,7 +240,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: true,
         budget: 8_000_000,
-        hostcalls: 42,
+        hostcalls: 34,
     },
 ];
 
