@@ -70,6 +70,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         abi::link_all(&mut linker)?;
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)?;
+        linker.allow_shadowing(true);
+        abi::timers::link_wasi_clock(&mut linker, WASI)?;
+        linker.allow_shadowing(false);
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),

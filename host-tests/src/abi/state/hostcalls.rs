@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Hostcalls by import name (`proxy_get_header_map_value` → 3), counted by
-/// the linker wrapper in [`crate::abi::call`]. WASI imports are not counted.
+/// the linker wrapper in [`crate::abi::call`]. Of the WASI imports only
+/// `clock_time_get` is counted (the one a request calls).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hostcalls(BTreeMap<&'static str, u64>);
 
