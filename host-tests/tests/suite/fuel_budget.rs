@@ -224,7 +224,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 410_000,
-        hostcalls: 30,
+        hostcalls: 27,
     },
     Case {
         name: "+ decision log (benchmark pipeline)",
@@ -232,7 +232,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: false,
         budget: 455_000,
-        hostcalls: 31,
+        hostcalls: 28,
     },
     Case {
         name: "benchmark pipeline, 16 KiB NGSI minimized",
@@ -240,7 +240,7 @@ const CASES: &[Case] = &[
         warm: true,
         response: true,
         budget: 8_000_000,
-        hostcalls: 38,
+        hostcalls: 35,
     },
 ];
 
