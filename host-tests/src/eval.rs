@@ -366,6 +366,9 @@ impl Host for EvalHost {
     fn count(&self, metric: Metric, delta: u64) {
         self.inner.count(metric, delta);
     }
+    fn count_named(&self, name: &str, delta: u64) {
+        self.inner.count_named(name, delta);
+    }
     fn record(&self, metric: Metric, value: u64) {
         self.inner.record(metric, value);
     }

@@ -22,6 +22,20 @@ pub enum Stage {
     Redaction,
 }
 
+impl Stage {
+    /// The stage's name in the decision log and in metric tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Normalize => "normalize",
+            Stage::Route => "route",
+            Stage::Auth => "auth",
+            Stage::RateLimit => "rate_limit",
+            Stage::Policy => "policy",
+            Stage::Redaction => "redaction",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Denial {
     pub status: u16,

@@ -66,6 +66,10 @@ pub trait Host {
     /// With `cas: Some(_)` the write only happens if nobody wrote since that read.
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError>;
     fn count(&self, metric: Metric, delta: u64);
+    /// A counter named at run time (per route: [`crate::metrics::route_denied_name`]).
+    /// The proxy defines it on first use; counting 0 only defines it, so its
+    /// series exists before the first increment.
+    fn count_named(&self, name: &str, delta: u64);
     fn record(&self, metric: Metric, value: u64);
     fn log(&self, level: LogLevel, message: &str);
     /// Whether the proxy writes lines of `level`: a line it would drop need
@@ -98,6 +102,8 @@ pub mod memory {
         pub now_nanos: Cell<u64>,
         shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         pub counters: RefCell<HashMap<Metric, u64>>,
+        /// Counters named at run time (defined by a first `count_named`).
+        pub named_counters: RefCell<HashMap<String, u64>>,
         pub histograms: RefCell<HashMap<Metric, Vec<u64>>>,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         pub callouts: RefCell<Vec<Callout>>,
@@ -161,6 +167,14 @@ pub mod memory {
 
         fn count(&self, metric: Metric, delta: u64) {
             *self.counters.borrow_mut().entry(metric).or_default() += delta;
+        }
+
+        fn count_named(&self, name: &str, delta: u64) {
+            *self
+                .named_counters
+                .borrow_mut()
+                .entry(name.to_string())
+                .or_default() += delta;
         }
 
         fn record(&self, metric: Metric, value: u64) {

@@ -1,6 +1,8 @@
 //! Every metric citygate defines. Names follow `citygate_<stage>_<outcome>`
 //! (the contract in README.md "Metrics") and appear in Envoy's `/stats/prometheus`.
 
+use crate::deny::Stage;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetricKind {
     Counter,
@@ -65,9 +67,60 @@ metrics! {
     RedactionNonJsonPassed => ("citygate_redaction_non_json_passed", Counter, "non-JSON responses passed unminimized on routes that allow it (a fail-open switch)"),
 }
 
+/// Denials per route and stage: `citygate_route_denied{route, stage}`.
+///
+/// proxy-wasm metrics carry no labels, so each (route, stage) is its own
+/// counter with its tags in the name, the way Istio's stats write them
+/// (`NAME=.=VALUE;.;`): Envoy's `stats_tags` (the shipped bootstraps) or
+/// Istio's `extraStatTags` turn them into Prometheus labels. Routes are
+/// declared in the configuration, so the set is bounded; requests refused
+/// before a route is known count in `citygate_normalize_rejected` and
+/// `citygate_route_unmatched` instead.
+pub const ROUTE_DENIED: &str = "citygate_route_denied";
+
+/// The stages that can refuse a request once its route is known.
+pub const ROUTE_DENIED_STAGES: &[Stage] = &[
+    Stage::Auth,
+    Stage::RateLimit,
+    Stage::Policy,
+    Stage::Redaction,
+];
+
+/// The Envoy stat name of `citygate_route_denied{route, stage}`. Characters
+/// a tag value cannot hold (`.` separates Envoy's name segments, `;` and
+/// `=` the tags) become `_`.
+pub fn route_denied_name(route: &str, stage: Stage) -> String {
+    let route: String = route
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "route=.={route};.;stage=.={};.;{ROUTE_DENIED}",
+        stage.as_str()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_denial_names_carry_both_tags_and_no_separator_from_the_route() {
+        assert_eq!(
+            route_denied_name("ngsi-v2", Stage::Auth),
+            "route=.=ngsi-v2;.;stage=.=auth;.;citygate_route_denied"
+        );
+        assert_eq!(
+            route_denied_name("a.b;c=d e", Stage::RateLimit),
+            "route=.=a_b_c_d_e;.;stage=.=rate_limit;.;citygate_route_denied"
+        );
+    }
 
     #[test]
     fn names_follow_the_contract_and_are_unique() {

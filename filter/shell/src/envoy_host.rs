@@ -1,7 +1,7 @@
 //! The core's [`Host`] as Envoy provides it: each method is one proxy-wasm
 //! hostcall.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -15,6 +15,10 @@ use proxy_wasm::types::{LogLevel as ProxyLogLevel, MetricType, Status};
 #[derive(Clone, Default)]
 pub(crate) struct EnvoyHost {
     metric_ids: Rc<HashMap<Metric, u32>>,
+    /// Counters named at run time (per route), defined on first use and
+    /// shared by the VM's contexts; a name Envoy refuses maps to `None` so
+    /// it is not asked again.
+    named_ids: Rc<RefCell<HashMap<String, Option<u32>>>>,
     /// Envoy's log level as the root context last read it (at configure
     /// and on every tick), shared by the VM's request contexts.
     log_level: Rc<Cell<Option<ProxyLogLevel>>>,
@@ -69,6 +73,21 @@ impl Host for EnvoyHost {
     fn count(&self, metric: Metric, delta: u64) {
         if let Some(id) = self.metric_ids.get(&metric) {
             let _ = hostcalls::increment_metric(*id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn count_named(&self, name: &str, delta: u64) {
+        let known = self.named_ids.borrow().get(name).copied();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = hostcalls::define_metric(MetricType::Counter, name).ok();
+                self.named_ids.borrow_mut().insert(name.to_string(), id);
+                id
+            }
+        };
+        if let (Some(id), true) = (id, delta > 0) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
         }
     }
 
@@ -148,6 +167,7 @@ impl EnvoyHost {
     pub(crate) fn for_request(&self) -> Self {
         Self {
             metric_ids: self.metric_ids.clone(),
+            named_ids: self.named_ids.clone(),
             log_level: self.log_level.clone(),
             request_instant: Some(Cell::new(None)),
         }

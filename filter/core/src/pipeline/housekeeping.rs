@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::CompiledConfig;
 use crate::host::{Host, LogLevel};
+use crate::metrics::{route_denied_name, ROUTE_DENIED_STAGES};
 
 /// With remote JWKS the tick also resumes waiting requests, so it runs often.
 const FAST_TICK: Duration = Duration::from_millis(100);
@@ -55,6 +56,13 @@ impl CompiledConfig {
     /// Logged once when the configuration is accepted: the evaluator the
     /// policy runs on, and every fail-open switch in force.
     pub fn announce(&self, host: &dyn Host) {
+        // Every route's denial counters exist from the start (at 0), so a
+        // dashboard shows quiet routes and `increase()` sees the first one.
+        for route in &self.config().routes {
+            for stage in ROUTE_DENIED_STAGES {
+                host.count_named(&route_denied_name(&route.name, *stage), 0);
+            }
+        }
         host.log(LogLevel::Info, "citygate: configuration accepted");
         if let Some(line) = self.policy.evaluator_line() {
             host.log(LogLevel::Info, &line);

@@ -24,7 +24,7 @@ use crate::decision_log::DecisionRecord;
 use crate::deny::{self, Denial};
 use crate::host::Host;
 use crate::http::LocalReply;
-use crate::metrics::Metric;
+use crate::metrics::{self, Metric};
 use crate::policy::PolicyEngine;
 use crate::ratelimit::RateLimiter;
 use crate::redact::Redactor;
@@ -105,6 +105,9 @@ impl CompiledConfig {
     pub fn deny(&self, denial: &Denial, mut record: DecisionRecord, host: &dyn Host) -> LocalReply {
         host.count(Metric::RequestsDenied, 1);
         host.count(denial.metric, 1);
+        if let Some(route) = &record.route {
+            host.count_named(&metrics::route_denied_name(route, denial.stage), 1);
+        }
         record.deny(denial);
         let reply = deny::reply(
             denial,

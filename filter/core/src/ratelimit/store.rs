@@ -486,6 +486,9 @@ mod tests {
         fn count(&self, metric: Metric, delta: u64) {
             self.inner.count(metric, delta)
         }
+        fn count_named(&self, name: &str, delta: u64) {
+            self.inner.count_named(name, delta)
+        }
         fn record(&self, metric: Metric, value: u64) {
             self.inner.record(metric, value)
         }
@@ -560,6 +563,7 @@ mod tests {
                 Err(SharedDataError::Failed)
             }
             fn count(&self, _: Metric, _: u64) {}
+            fn count_named(&self, _: &str, _: u64) {}
             fn record(&self, _: Metric, _: u64) {}
             fn log(&self, _: LogLevel, _: &str) {}
             fn dispatch(&self, _: &Callout) -> Result<u32, DispatchError> {

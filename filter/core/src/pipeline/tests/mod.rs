@@ -8,6 +8,7 @@ mod ratelimit;
 mod redact;
 
 use super::*;
+use crate::deny::Stage;
 use crate::host::memory::MemoryHost;
 use crate::identity::Identity;
 use crate::normalize::{ConnectionInfo, RawRequest};
@@ -37,6 +38,41 @@ fn undeclared_paths_are_denied_with_404() {
     let reply = gateway(OPEN).admit(&get("/other", &[]), &host).unwrap_err();
     assert_eq!(reply.status, 404);
     assert_eq!(host.counter(Metric::RouteUnmatched), 1);
+}
+
+#[test]
+fn denials_count_per_route_and_stage_and_every_route_counter_exists_from_the_start() {
+    let host = MemoryHost::default();
+    let gw = gateway(OPEN);
+    gw.announce(&host);
+    let named = |route: &str, stage| {
+        host.named_counters
+            .borrow()
+            .get(&metrics::route_denied_name(route, stage))
+            .copied()
+    };
+    for route in ["open", "closed"] {
+        for stage in metrics::ROUTE_DENIED_STAGES {
+            assert_eq!(named(route, *stage), Some(0), "{route} {stage:?}");
+        }
+    }
+    assert_eq!(
+        gw.admit(&get("/admin", &[]), &host).unwrap_err().status,
+        401
+    );
+    assert_eq!(
+        gw.admit(&get("/admin/x", &[]), &host).unwrap_err().status,
+        401
+    );
+    // No route: counted in citygate_route_unmatched, not per route.
+    assert_eq!(
+        gw.admit(&get("/other", &[]), &host).unwrap_err().status,
+        404
+    );
+    assert_eq!(named("closed", Stage::Auth), Some(2));
+    assert_eq!(named("open", Stage::Auth), Some(0));
+    assert_eq!(named("closed", Stage::Policy), Some(0));
+    assert_eq!(host.named_counters.borrow().len(), 8);
 }
 
 #[test]
