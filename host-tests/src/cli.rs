@@ -7,17 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::env_file::read_env_file;
 use crate::runtime::Plugin;
-use crate::scenario::credentials::{unix_now, Tamper};
+use crate::scenario::credentials::unix_now;
 use crate::scenario::{find_scenarios, run_scenario, CaseResult, Scenario, WasmTarget};
 
-/// Demo credentials (DEMO ONLY), relative to the workspace root.
-pub const DEFAULT_CREDENTIALS: &str = "policies/demo-keys/credentials.yaml";
-/// The city policy pack's gateway configuration.
-pub const CITY_CONFIG: &str = "policies/config/city-gateway.json";
-/// The demo's VM environment (its secrets are DEMO ONLY).
-pub const CITY_ENV: &str = "policies/config/demo.env";
+pub use crate::demo::{CITY_CONFIG, CITY_ENV, DEFAULT_CREDENTIALS};
 
 /// A path as given, else relative to the workspace root (so `cargo
 /// citygate …` works from any directory of the checkout).
@@ -210,94 +204,4 @@ pub fn report(results: &[CaseResult], verbose: bool, summary: &mut Summary) {
             }
         }
     }
-}
-
-/// `cargo demo`: the demo gateway in the foreground.
-pub fn demo(wasm: &Path) -> Result<()> {
-    use crate::demo_api::DemoApi;
-    use crate::envoy::{EnvoyProcess, Gateway};
-
-    let config_path = resolve(Path::new(CITY_CONFIG));
-    let config = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let env = read_env_file(&resolve(Path::new(CITY_ENV)))?;
-    let credentials =
-        crate::scenario::credentials::Credentials::load(&resolve(Path::new(DEFAULT_CREDENTIALS)))?;
-    let jwks = credentials.jwks(
-        "city-idp",
-        Some(&["demo-rs256-2026", "demo-es256-2026", "demo-eddsa-2026"]),
-    )?;
-
-    eprintln!("citygate demo: starting the demo city API…");
-    let api = DemoApi::start_with_jwks(jwks)?;
-    let mut gateway = Gateway::new(wasm, config, api.port)
-        .listener_port(10000)
-        .admin_port(9901);
-    for (name, value) in env {
-        gateway = gateway.env(name, value);
-    }
-    eprintln!("citygate demo: starting Envoy (installing it on first use)…");
-    let mut envoy = EnvoyProcess::start(&gateway)?;
-    print_demo_banner(&credentials, api.port)?;
-    let status = envoy.wait()?;
-    bail!("Envoy exited: {status}")
-}
-
-fn print_demo_banner(
-    credentials: &crate::scenario::credentials::Credentials,
-    api_port: u16,
-) -> Result<()> {
-    let now = unix_now();
-    println!();
-    println!("citygate demo gateway is up");
-    println!("  gateway:   http://127.0.0.1:10000   (Envoy + citygate + city policy pack)");
-    println!("  admin:     http://127.0.0.1:9901    (/stats/prometheus, /ready)");
-    println!("  city API:  http://127.0.0.1:{api_port}  (behind the gateway)");
-    println!();
-    let gateway = "http://127.0.0.1:10000";
-    let vehicles = format!("{gateway}/v2/entities?type=Vehicle");
-    println!("The same waste vehicles, as each caller sees them (tokens valid for an hour; DEMO ONLY keys):");
-    let roles = [
-        (
-            "analyst",
-            "traffic-analyst: pseudonyms, coarse coordinates",
-            "",
-        ),
-        ("operator", "city-operator: masked phone and e-mail", ""),
-        (
-            "emergency",
-            "emergency-services: everything, with a logged reason",
-            " -H 'x-access-reason: incident 4711'",
-        ),
-    ];
-    for (name, what, extra) in roles {
-        let token = credentials.mint(name, Tamper::None, now)?;
-        println!();
-        println!("  # {what}");
-        println!("  curl -s -H 'Authorization: Bearer {token}'{extra} '{vehicles}'");
-    }
-    println!();
-    println!("  # open data (anonymous): parking spots only, personal fields removed");
-    println!("  curl -s '{gateway}/v2/entities?type=ParkingSpot'");
-    println!();
-    println!("  # an app's API key");
-    println!(
-        "  curl -s -H 'x-api-key: {}' '{gateway}/v2/entities?type=ParkingSpot'",
-        credentials.api_key("parking-app")?
-    );
-    println!();
-    println!("And the refusals, as problem+json:");
-    println!(
-        "  curl -si -H 'Authorization: Bearer {}' '{vehicles}'   # 401: expired token",
-        credentials.mint("operator", Tamper::Expired, now)?
-    );
-    println!("  curl -si '{vehicles}'   # 403: vehicles are not open data");
-    println!(
-        "  curl -si -H 'Authorization: Bearer {}' '{gateway}/v2/entities?type=Vehicle'   # 400: emergency access needs x-access-reason",
-        credentials.mint("emergency", Tamper::None, now)?
-    );
-    println!("  for i in $(seq 70); do curl -s -o /dev/null -w '%{{http_code}} ' '{gateway}/v2/entities?type=ParkingSpot'; done; echo   # 429 after 60 a minute");
-    println!();
-    println!("Press Ctrl-C to stop.");
-    Ok(())
 }

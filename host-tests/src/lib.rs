@@ -20,13 +20,14 @@ pub mod runtime;
 
 pub mod bundle;
 pub mod cli;
-pub mod demo_api;
-pub mod env_file;
 pub mod envoy;
 pub mod eval;
 pub mod package;
 pub mod scenario;
-pub mod wasm_build;
+
+// What runs citygate in a real Envoy without wasmtime (and `cargo demo`),
+// under the paths the tests, the CLI and the benchmarks have always used.
+pub use citygate_gateway::{credentials, demo, demo_api, env_file, wasm_build};
 
 pub use abi::state::{
     CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, GuestLocalReply,

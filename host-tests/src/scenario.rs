@@ -3,7 +3,7 @@
 //! suite), with expectations on status, headers, body and what reached the
 //! upstream. Credentials are references minted from demo keys.
 
-pub mod credentials;
+pub use citygate_gateway::credentials;
 pub mod envoy_target;
 pub mod expect;
 pub mod file;

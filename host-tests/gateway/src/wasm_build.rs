@@ -45,10 +45,15 @@ const INHERITED_CARGO_ENV: &[&str] = &[
     "LLVM_PROFILE_FILE",
 ];
 
-/// The repository root (the workspace of `citygate-filter` and this crate).
+/// The repository root (the workspace of `citygate-filter` and this crate,
+/// which lives in `host-tests/gateway`).
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Path of the release `citygate_filter.wasm`, built on first call.

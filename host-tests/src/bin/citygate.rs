@@ -335,7 +335,11 @@ fn run(args: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {
-            cli::demo(&wasm(args.wasm)?)?;
+            let options = citygate_host::demo::DemoOptions {
+                wasm: args.wasm,
+                ..Default::default()
+            };
+            citygate_host::demo::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Package(package) => {

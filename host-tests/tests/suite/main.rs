@@ -14,6 +14,7 @@ mod attacks_wasm;
 mod auth_wasm;
 mod cli;
 mod e2e_auth;
+mod e2e_demo;
 mod e2e_envoy;
 mod e2e_faults;
 mod e2e_policy;

@@ -60,7 +60,7 @@ impl Admin {
 
     /// One counter or gauge of the `/stats` page (0 when absent).
     pub fn stat(&self, name: &str) -> Result<u64> {
-        let stats = self.get(&format!("/stats?filter=^{}$", regex::escape(name)))?;
+        let stats = self.get(&format!("/stats?filter=^{}$", literal_pattern(name)))?;
         Ok(stats
             .lines()
             .filter_map(|line| line.split_once(": "))
@@ -79,6 +79,21 @@ impl Admin {
     pub fn metric(&self, name: &str) -> Result<u64> {
         Ok(self.metrics()?.value(name))
     }
+}
+
+/// `text` as an RE2 pattern matching exactly itself (Envoy's `?filter=`):
+/// every character but ASCII letters, digits and `_` is escaped, which RE2
+/// allows for any punctuation. Stat names are ASCII; the regex crate is not
+/// worth its build time in `cargo demo` for this one use.
+fn literal_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if !(c.is_ascii_alphanumeric() || c == '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 /// A snapshot of the Prometheus page: whole-number samples by metric name,
@@ -147,6 +162,18 @@ pub fn process_rss_kib(pid: u32) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_pattern_escapes_what_re2_would_read_as_syntax() {
+        assert_eq!(
+            literal_pattern("citygate_auth_denied"),
+            "citygate_auth_denied"
+        );
+        assert_eq!(
+            literal_pattern("route=.=a;.;x+y"),
+            "route\\=\\.\\=a\\;\\.\\;x\\+y"
+        );
+    }
 
     const PAGE: &str = "\
 # TYPE citygate_ratelimit_limited counter

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::process::{free_port, EnvoyConfig, Launch};
 
 /// The bootstrap template (see the comments at its top for placeholders).
-pub const GATEWAY_TEMPLATE: &str = include_str!("../../../envoy/gateway.yaml");
+pub const GATEWAY_TEMPLATE: &str = include_str!("../../../../envoy/gateway.yaml");
 
 /// What a gateway run needs; everything else is in `envoy/gateway.yaml`.
 #[derive(Debug, Clone)]
