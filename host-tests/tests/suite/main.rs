@@ -31,6 +31,7 @@ mod fuzz_regressions;
 #[path = "../../../filter/fuzz/drivers.rs"]
 mod drivers;
 mod istio;
+mod observability;
 mod oci;
 mod policy_wasm;
 mod ratelimit_wasm;
