@@ -139,6 +139,18 @@ pub fn start(options: &DemoOptions) -> Result<DemoGateway> {
     let credentials = Credentials::load(&root.join(DEFAULT_CREDENTIALS))?;
     let jwks = credentials.jwks("city-idp", Some(DEMO_KIDS))?;
 
+    // A fixed port another process holds (often an earlier demo) would let
+    // that process's admin API answer for ours: refuse before building.
+    for port in [options.listener_port, options.admin_port]
+        .into_iter()
+        .flatten()
+    {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} on 127.0.0.1 is in use (is another demo gateway still running?); stop it and start again"
+            );
+        }
+    }
     let wasm = prepare(&progress, options.wasm.clone())?;
     progress.say("starting the demo city API…");
     let api = DemoApi::start_with_jwks(jwks)?;
