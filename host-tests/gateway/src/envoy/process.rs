@@ -43,8 +43,8 @@ pub struct Launch {
 }
 
 /// A gateway configuration Envoy can be started with: [`super::Gateway`]
-/// (`envoy/gateway.yaml`) or [`super::production::ProductionGateway`]
-/// (`envoy/production/`).
+/// (`envoy/gateway.yaml`) or the production gateway of
+/// `citygate-host` (`envoy/production/`).
 pub trait EnvoyConfig {
     /// Picks ports and writes the bootstrap (and what it refers to) into
     /// `run_dir`.
