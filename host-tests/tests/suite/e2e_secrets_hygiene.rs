@@ -75,7 +75,7 @@ fn planted() -> Result<Vec<(String, String)>> {
 
     let email = Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")?;
     let mut data = Vec::new();
-    for dir in ["policies", "host-tests/src/demo_api/data"] {
+    for dir in ["policies", "host-tests/gateway/src/demo_api/data"] {
         citygate_host::scenario::load::walk(&root.join(dir), &mut |path| {
             let text_file = matches!(
                 path.extension().and_then(|e| e.to_str()),

@@ -168,9 +168,10 @@ fn redaction_driver_plants_where_the_profiles_must_remove() {
         let expected = if plant.everywhere { 3 } else { 2 };
         assert_eq!(found, expected, "{} in {text}", plant.field);
     }
-    let o311 =
-        fs::read(workspace_root().join("host-tests/src/demo_api/data/open311_requests.json"))
-            .expect("data");
+    let o311 = fs::read(
+        workspace_root().join("host-tests/gateway/src/demo_api/data/open311_requests.json"),
+    )
+    .expect("data");
     for mask in 0..32u8 {
         let mut input = vec![mask, 0];
         input.extend(&o311);
@@ -401,12 +402,15 @@ fn write_seed_corpus() {
         .expect("api key")
         .to_string();
     let bearer = |name: &str| format!("authorization: Bearer {}", mint(name, Tamper::None));
-    let v2 = fs::read_to_string(root.join("host-tests/src/demo_api/data/ngsi_v2_entities.json"))
-        .expect("data");
-    let ld = fs::read_to_string(root.join("host-tests/src/demo_api/data/ngsi_ld_entities.json"))
-        .expect("data");
-    let o311 = fs::read_to_string(root.join("host-tests/src/demo_api/data/open311_requests.json"))
-        .expect("data");
+    let v2 =
+        fs::read_to_string(root.join("host-tests/gateway/src/demo_api/data/ngsi_v2_entities.json"))
+            .expect("data");
+    let ld =
+        fs::read_to_string(root.join("host-tests/gateway/src/demo_api/data/ngsi_ld_entities.json"))
+            .expect("data");
+    let o311 =
+        fs::read_to_string(root.join("host-tests/gateway/src/demo_api/data/open311_requests.json"))
+            .expect("data");
     let json_reply =
         |body: &str| format!("200\ncontent-type: application/json\nserver: x\n\n{body}");
     let requests: Vec<(&str, String, String)> = vec![
