@@ -14,6 +14,7 @@ use crate::credentials::{unix_now, Credentials, Tamper};
 use crate::demo_api::DemoApi;
 use crate::env_file::read_env_file;
 use crate::envoy::{envoy_binary, EnvoyProcess, Gateway};
+use crate::prometheus::Prometheus;
 use crate::wasm_build::{filter_wasm, workspace_root};
 
 /// Demo credentials (DEMO ONLY), relative to the workspace root.
@@ -24,6 +25,12 @@ pub const CITY_CONFIG: &str = "policies/config/city-gateway.json";
 pub const CITY_ENV: &str = "policies/config/demo.env";
 /// The keys of the demo issuer the gateway's JWKS holds.
 const DEMO_KIDS: &[&str] = &["demo-rs256-2026", "demo-es256-2026", "demo-eddsa-2026"];
+/// How often the demo's Prometheus scrapes and evaluates the alert rules:
+/// seconds, so the tour's alert fires while the newcomer watches.
+const DEMO_SCRAPE_INTERVAL: &str = "2s";
+/// The alert the tour fires, and the route its burst of bad tokens hits.
+pub const TOUR_ALERT: &str = "CitygateAuthFailureSpike";
+const TOUR_ALERT_ROUTE: &str = "ngsi-v2-entities";
 
 /// Where the demo gateway listens (`None`: a free port, as the tests use).
 #[derive(Clone, Debug)]
@@ -33,6 +40,11 @@ pub struct DemoOptions {
     /// A prebuilt `.wasm`; `None` builds the release filter (or takes
     /// `CITYGATE_WASM`).
     pub wasm: Option<PathBuf>,
+    /// Start Prometheus (from `PATH`) beside Envoy with the shipped scrape
+    /// configuration and alert rules (`--with-prometheus`).
+    pub with_prometheus: bool,
+    /// Where that Prometheus listens (`None`: a free port).
+    pub prometheus_port: Option<u16>,
 }
 
 impl Default for DemoOptions {
@@ -41,15 +53,20 @@ impl Default for DemoOptions {
             listener_port: Some(10000),
             admin_port: Some(9901),
             wasm: None,
+            with_prometheus: false,
+            prometheus_port: Some(9090),
         }
     }
 }
 
-/// A running demo gateway; dropping it stops Envoy and the demo city API.
+/// A running demo gateway; dropping it stops Prometheus, Envoy and the demo
+/// city API (in that order: Prometheus keeps its data in Envoy's run
+/// directory, which Envoy's drop removes).
 pub struct DemoGateway {
     pub credentials: Credentials,
-    pub api: DemoApi,
+    pub prometheus: Option<Prometheus>,
     pub envoy: EnvoyProcess,
+    pub api: DemoApi,
 }
 
 impl DemoGateway {
@@ -141,7 +158,13 @@ pub fn start(options: &DemoOptions) -> Result<DemoGateway> {
 
     // A fixed port another process holds (often an earlier demo) would let
     // that process's admin API answer for ours: refuse before building.
-    for port in [options.listener_port, options.admin_port]
+    if options.with_prometheus && !Prometheus::installed() {
+        bail!(
+            "--with-prometheus needs a `prometheus` binary on PATH (on Debian: apt-get install prometheus)"
+        );
+    }
+    let prometheus_port = options.prometheus_port.filter(|_| options.with_prometheus);
+    for port in [options.listener_port, options.admin_port, prometheus_port]
         .into_iter()
         .flatten()
     {
@@ -174,10 +197,25 @@ pub fn start(options: &DemoOptions) -> Result<DemoGateway> {
         );
     }
     progress.say("first answer through the gateway: 200");
+    let prometheus = if options.with_prometheus {
+        let mut prometheus = Prometheus::start(
+            envoy.admin_port(),
+            DEMO_SCRAPE_INTERVAL,
+            &envoy.run_dir().join("prometheus"),
+            prometheus_port,
+        )?;
+        timed(&progress, "starting Prometheus (scraping Envoy)", || {
+            prometheus.wait_for_scrape(Duration::from_secs(60))
+        })?;
+        Some(prometheus)
+    } else {
+        None
+    };
     Ok(DemoGateway {
         credentials,
-        api,
+        prometheus,
         envoy,
+        api,
     })
 }
 
@@ -197,8 +235,14 @@ pub struct TourStep {
 }
 
 /// The guided tour against the gateway at `gateway` (tokens valid for an
-/// hour from `now`).
-pub fn tour(credentials: &Credentials, gateway: &str, now: i64) -> Result<Vec<TourStep>> {
+/// hour from `now`), ending with an alert firing in the Prometheus at
+/// `prometheus` when there is one.
+pub fn tour(
+    credentials: &Credentials,
+    gateway: &str,
+    prometheus: Option<&str>,
+    now: i64,
+) -> Result<Vec<TourStep>> {
     let vehicles = format!("{gateway}/v2/entities?type=Vehicle");
     let parking = format!("{gateway}/v2/entities?type=ParkingSpot");
     let bearer = |name: &str, tamper: Tamper| -> Result<String> {
@@ -211,7 +255,7 @@ pub fn tour(credentials: &Credentials, gateway: &str, now: i64) -> Result<Vec<To
     // The demo city API's waste truck: its driver and phone are the personal
     // data each role sees differently.
     let (driver, phone) = ("Jane Example", "+1 555 0107");
-    Ok(vec![
+    let mut steps = vec![
         TourStep {
             shows: "open data, anonymously: parking spots (personal fields would be removed)".into(),
             command: format!("curl -si '{parking}'"),
@@ -286,7 +330,30 @@ pub fn tour(credentials: &Credentials, gateway: &str, now: i64) -> Result<Vec<To
             output_contains: strings(&["retry-after", "ratelimit-policy", "ratelimit:"]),
             output_lacks: vec![],
         },
-    ])
+    ];
+    if let Some(prometheus) = prometheus {
+        // 80 refused tokens on one route within five minutes are over the
+        // alert's threshold of 50; the loop then polls Prometheus' alerts
+        // until the next rule evaluation fires it (seconds in the demo).
+        let alerts = format!("{prometheus}/api/v1/alerts");
+        steps.push(TourStep {
+            shows: format!(
+                "an operator's alert: 80 bad tokens on one route fire {TOUR_ALERT} in Prometheus ({prometheus}/alerts)"
+            ),
+            command: format!(
+                "for i in $(seq 80); do curl -s -o /dev/null -H 'Authorization: Bearer stolen-or-guessed' '{vehicles}'; done; \
+for i in $(seq 60); do curl -s '{alerts}' | grep -q '\"state\":\"firing\"' && break; sleep 1; done; curl -si '{alerts}'"
+            ),
+            status: 200,
+            output_contains: vec![
+                TOUR_ALERT.to_string(),
+                format!("\"route\":\"{TOUR_ALERT_ROUTE}\""),
+                "\"state\":\"firing\"".to_string(),
+            ],
+            output_lacks: vec![],
+        });
+    }
+    Ok(steps)
 }
 
 /// The tour as printed once the demo is up.
@@ -309,6 +376,12 @@ pub fn render_tour(gateway: &DemoGateway, steps: &[TourStep]) -> String {
         "  Envoy log: {}  (one decision line per request)\n",
         gateway.envoy.run_dir().join("envoy.log").display()
     ));
+    if let Some(prometheus) = &gateway.prometheus {
+        text.push_str(&format!(
+            "  Prometheus: {}  (alerts: /alerts; rules: envoy/observability/alerts.yml)\n",
+            prometheus.url()
+        ));
+    }
     text.push_str("\nA guided tour (tokens valid for an hour; DEMO ONLY keys):\n");
     for (number, step) in steps.iter().enumerate() {
         text.push_str(&format!(
@@ -358,7 +431,13 @@ pub fn check_step(step: &TourStep, output: &str) -> Vec<String> {
 /// `cargo demo`: starts the gateway, prints the tour, runs until Envoy exits.
 pub fn run(options: &DemoOptions) -> Result<()> {
     let mut gateway = start(options)?;
-    let steps = tour(&gateway.credentials, &gateway.url(), unix_now())?;
+    let prometheus = gateway.prometheus.as_ref().map(Prometheus::url);
+    let steps = tour(
+        &gateway.credentials,
+        &gateway.url(),
+        prometheus.as_deref(),
+        unix_now(),
+    )?;
     print!("{}", render_tour(&gateway, &steps));
     let status = gateway.envoy.wait()?;
     bail!("Envoy exited: {status}")
@@ -399,7 +478,7 @@ mod tests {
     fn the_tour_shows_every_kind_of_answer_it_promises() {
         let credentials =
             Credentials::load(&workspace_root().join(DEFAULT_CREDENTIALS)).expect("credentials");
-        let steps = tour(&credentials, "http://127.0.0.1:1", unix_now()).expect("tour");
+        let steps = tour(&credentials, "http://127.0.0.1:1", None, unix_now()).expect("tour");
         let statuses: Vec<u16> = steps.iter().map(|s| s.status).collect();
         for status in [200, 400, 401, 403, 429] {
             assert!(statuses.contains(&status), "no {status} in {statuses:?}");
@@ -407,5 +486,16 @@ mod tests {
         assert!(steps
             .iter()
             .all(|s| s.command.starts_with("curl ") || s.command.starts_with("for ")));
+        assert!(!steps.iter().any(|s| s.shows.contains(TOUR_ALERT)));
+        let with_prometheus = tour(
+            &credentials,
+            "http://127.0.0.1:1",
+            Some("http://127.0.0.1:2"),
+            unix_now(),
+        )
+        .expect("tour");
+        let alert = with_prometheus.last().expect("a step");
+        assert!(alert.shows.contains(TOUR_ALERT), "{alert:?}");
+        assert!(alert.command.contains("http://127.0.0.1:2/api/v1/alerts"));
     }
 }

@@ -4,8 +4,9 @@
 //! of the filter's `.wasm` ([`wasm_build`]), the official Envoy from PyPI and
 //! its process and admin API ([`envoy`]), the demo city API behind the
 //! gateway ([`demo_api`]), the DEMO ONLY credentials ([`credentials`]), the
-//! VM environment files ([`env_file`]) and the demo itself with its guided
-//! tour ([`demo`]).
+//! VM environment files ([`env_file`]), a real Prometheus with the shipped
+//! scrape configuration and alerts ([`prometheus`]) and the demo itself
+//! with its guided tour ([`demo`]).
 //!
 //! The crate depends on nothing of the wasmtime host, so the demo builds in
 //! minutes on a fresh machine; `citygate-host` re-exports these modules under
@@ -16,4 +17,5 @@ pub mod demo;
 pub mod demo_api;
 pub mod env_file;
 pub mod envoy;
+pub mod prometheus;
 pub mod wasm_build;

@@ -72,7 +72,12 @@ enum Command {
     },
     /// Run the demo gateway in the foreground: Envoy + citygate + the city
     /// policy pack + a demo city API.
-    Demo,
+    Demo {
+        /// Start Prometheus (from PATH) beside Envoy with the shipped scrape
+        /// configuration and alert rules, on http://127.0.0.1:9090.
+        #[arg(long)]
+        with_prometheus: bool,
+    },
     /// Print the JSON Schema of the plugin configuration.
     Schema,
     /// Build a self-contained plugin configuration from a source with
@@ -334,9 +339,10 @@ fn run(args: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
+        Command::Demo { with_prometheus } => {
             let options = citygate_host::demo::DemoOptions {
                 wasm: args.wasm,
+                with_prometheus,
                 ..Default::default()
             };
             citygate_host::demo::run(&options)?;

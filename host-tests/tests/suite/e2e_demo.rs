@@ -15,9 +15,22 @@ fn every_command_of_the_guided_tour_shows_what_the_tour_says() -> Result<()> {
         listener_port: None,
         admin_port: None,
         wasm: Some(filter_wasm()?),
+        // The tour's last step fires an alert in the demo's Prometheus.
+        with_prometheus: true,
+        prometheus_port: None,
     };
     let gateway = demo::start(&options)?;
-    let steps = demo::tour(&gateway.credentials, &gateway.url(), unix_now())?;
+    let prometheus = gateway.prometheus.as_ref().map(|p| p.url());
+    let steps = demo::tour(
+        &gateway.credentials,
+        &gateway.url(),
+        prometheus.as_deref(),
+        unix_now(),
+    )?;
+    assert!(
+        steps.iter().any(|s| s.shows.contains(demo::TOUR_ALERT)),
+        "the tour fires no alert"
+    );
     let printed = render_tour(&gateway, &steps);
     let mut problems = Vec::new();
     for step in &steps {
@@ -37,9 +50,14 @@ fn every_command_of_the_guided_tour_shows_what_the_tour_says() -> Result<()> {
     }
     assert!(
         problems.is_empty(),
-        "the tour promises what the gateway does not do:\n{}\nEnvoy log:\n{}",
+        "the tour promises what the gateway does not do:\n{}\nEnvoy log:\n{}\nPrometheus log:\n{}",
         problems.join("\n\n"),
-        gateway.envoy.log()
+        gateway.envoy.log(),
+        gateway
+            .prometheus
+            .as_ref()
+            .map(|p| p.log())
+            .unwrap_or_default()
     );
     Ok(())
 }

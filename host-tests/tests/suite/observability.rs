@@ -7,22 +7,18 @@
 //! installs it). There is no skip: without them these tests fail.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use citygate_core::metrics::{Metric, MetricKind, ROUTE_DENIED};
-use citygate_host::demo::{self, DemoOptions};
-use citygate_host::envoy::free_port;
-use citygate_host::wasm_build::{filter_wasm, workspace_root};
+use citygate_host::demo::{self, DemoOptions, TOUR_ALERT};
+use citygate_host::prometheus::observability_dir;
+use citygate_host::wasm_build::filter_wasm;
 use serde_json::Value;
 
 use crate::support::eventually;
-
-fn observability_dir() -> PathBuf {
-    workspace_root().join("envoy/observability")
-}
 
 /// Runs a tool of Debian's `prometheus` package, failing with its output.
 fn run_tool(program: &str, args: &[&str], dir: &Path) -> Result<String> {
@@ -179,89 +175,31 @@ fn dashboards_and_alerts_query_only_metrics_the_filter_defines() -> Result<()> {
 }
 
 /// A Prometheus process, stopped on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// Prometheus with the shipped scrape job and rules, pointed at `admin`
-    /// and evaluating every second (the shipped 15 s would make the test
-    /// wait for nothing).
-    fn start(admin_port: u16) -> Result<Self> {
-        let dir = observability_dir();
-        let data = tempfile::tempdir()?;
-        let shipped = std::fs::read_to_string(dir.join("prometheus.yml"))?;
-        ensure!(shipped.contains("127.0.0.1:9901") && shipped.contains("15s"));
-        let config = shipped
-            .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin_port}"))
-            .replace("15s", "1s")
-            .replace("alerts.yml", &dir.join("alerts.yml").display().to_string());
-        let config_path = data.path().join("prometheus.yml");
-        std::fs::write(&config_path, config)?;
-        let port = free_port()?;
-        let log = std::fs::File::create(data.path().join("prometheus.log"))?;
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                data.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting prometheus (on Debian: apt-get install prometheus)")?;
-        Ok(Prometheus {
-            child,
-            port,
-            _data: data,
-        })
-    }
-
-    fn api(&self, path: &str) -> Result<Value> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let text = ureq::get(&url).call()?.body_mut().read_to_string()?;
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._data.path().join("prometheus.log")).unwrap_or_default()
-    }
-}
-
 #[test]
 fn a_burst_of_invalid_tokens_fires_the_auth_failure_alert_for_that_route() -> Result<()> {
+    // The demo's own Prometheus (`--with-prometheus`): the shipped scrape
+    // configuration and alert rules, scraping every 2 s; `start` returns
+    // once Prometheus has scraped Envoy.
     let gateway = demo::start(&DemoOptions {
         listener_port: None,
         admin_port: None,
         wasm: Some(filter_wasm()?),
+        with_prometheus: true,
+        prometheus_port: None,
     })?;
-    // The per-route counters are labelled on Envoy's Prometheus page.
     let page = gateway.envoy.admin("/stats/prometheus")?;
     assert!(
         page.contains(r#"citygate_route_denied{route="ngsi-v2-entities",stage="auth"} 0"#),
         "no labelled per-route counter:\n{page}"
     );
-
-    let prometheus = Prometheus::start(gateway.envoy.admin_port())?;
-    eventually(Duration::from_secs(60), "Prometheus scrapes Envoy", || {
-        let up = prometheus.api("/api/v1/query?query=up%7Bjob%3D%22citygate%22%7D");
-        Ok(up
-            .ok()
-            .filter(|v| v["data"]["result"][0]["value"][1] == "1")
-            .map(|_| ()))
-    })
-    .with_context(|| prometheus.log())?;
+    let prometheus = gateway
+        .prometheus
+        .as_ref()
+        .context("the demo's Prometheus")?;
+    assert!(
+        prometheus.firing(TOUR_ALERT)?.is_empty(),
+        "fires before the attack"
+    );
 
     for _ in 0..80 {
         let reply = gateway.envoy.get(
@@ -270,7 +208,7 @@ fn a_burst_of_invalid_tokens_fires_the_auth_failure_alert_for_that_route() -> Re
         )?;
         assert_eq!(reply.status, 401, "{}", reply.body);
     }
-    // Some requests on another route, too few to be a spike.
+    // A few on another route: under the threshold, that route must not fire.
     for _ in 0..5 {
         let reply = gateway.envoy.get(
             "/open311/v2/requests.json",
@@ -280,16 +218,7 @@ fn a_burst_of_invalid_tokens_fires_the_auth_failure_alert_for_that_route() -> Re
     }
 
     let firing = eventually(Duration::from_secs(60), "the alert fires", || {
-        let alerts = prometheus.api("/api/v1/alerts")?;
-        let firing: Vec<Value> = alerts["data"]["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| {
-                a["labels"]["alertname"] == "CitygateAuthFailureSpike" && a["state"] == "firing"
-            })
-            .cloned()
-            .collect();
+        let firing = prometheus.firing(TOUR_ALERT)?;
         Ok((!firing.is_empty()).then_some(firing))
     })
     .with_context(|| format!("Prometheus log:\n{}", prometheus.log()))?;
@@ -301,5 +230,6 @@ fn a_burst_of_invalid_tokens_fires_the_auth_failure_alert_for_that_route() -> Re
         bail!("the alert fired for {routes:?}, not only for the attacked route: {firing:?}");
     }
     assert_eq!(firing[0]["labels"]["severity"], "warning");
+    assert_eq!(firing[0]["labels"]["gateway"], "demo");
     Ok(())
 }

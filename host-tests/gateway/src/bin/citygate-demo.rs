@@ -6,14 +6,19 @@ use std::process::ExitCode;
 
 use citygate_gateway::demo::{run, DemoOptions};
 
-const USAGE: &str = "usage: cargo demo [--wasm PATH]
+const USAGE: &str = "usage: cargo demo [--wasm PATH] [--with-prometheus]
 
 Builds the filter's .wasm and installs Envoy (once per checkout), starts the
 demo city API and Envoy with citygate and the city policy pack on
 http://127.0.0.1:10000 (admin on 9901), and prints a guided tour.
 
   --wasm PATH   run this citygate_filter.wasm instead of building one
-                (CITYGATE_WASM does the same)";
+                (CITYGATE_WASM does the same)
+  --with-prometheus
+                also start Prometheus (from PATH; on Debian: apt-get install
+                prometheus) on http://127.0.0.1:9090 with the shipped scrape
+                configuration and alert rules; the tour then ends with an
+                alert firing";
 
 fn main() -> ExitCode {
     let mut options = DemoOptions::default();
@@ -24,6 +29,7 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
+            "--with-prometheus" => options.with_prometheus = true,
             "--wasm" => match args.next() {
                 Some(path) => options.wasm = Some(PathBuf::from(path)),
                 None => {
