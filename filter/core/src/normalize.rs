@@ -52,6 +52,10 @@ pub struct RequestView {
     pub headers: Vec<(String, String)>,
     /// The client after the trusted-hops rule.
     pub client_ip: Option<IpAddr>,
+    /// The addresses that rule trusted, from `client_ip` to the socket peer
+    /// (the trusted proxies between them); what the client itself claimed
+    /// is not in it.
+    pub client_ip_chain: Vec<IpAddr>,
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
     pub peer_certificate: Option<PeerCertificate>,
@@ -164,7 +168,7 @@ pub fn normalize(raw: &RawRequest, gateway: &GatewayConfig) -> Result<RequestVie
         .filter(|(n, _)| n == "x-forwarded-for")
         .map(|(_, v)| v.as_str())
         .collect();
-    let client_ip = client_ip(
+    let client = client_address(
         (!forwarded_for.is_empty())
             .then(|| forwarded_for.join(","))
             .as_deref(),
@@ -183,7 +187,8 @@ pub fn normalize(raw: &RawRequest, gateway: &GatewayConfig) -> Result<RequestVie
             .unwrap_or_default(),
         scheme: find(":scheme").unwrap_or_else(|| "http".to_string()),
         protocol: raw.connection.protocol.clone().unwrap_or_default(),
-        client_ip,
+        client_ip: client.ip,
+        client_ip_chain: client.chain,
         source,
         destination,
         peer_certificate: raw.connection.peer_certificate.clone(),
@@ -308,13 +313,26 @@ fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
     text.parse().ok()
 }
 
+/// The client under the trusted-hops rule, and the addresses the rule
+/// trusted to find it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientAddress {
+    pub ip: Option<IpAddr>,
+    /// From `ip` to the socket peer.
+    pub chain: Vec<IpAddr>,
+}
+
 /// The client address under the trusted-hops rule: the chain is the
 /// `x-forwarded-for` entries followed by the socket peer; with N trusted
 /// proxies in front of Envoy the client is the (N+1)-th entry from the right.
 /// Entries left of that are the client's own claims and are ignored.
-pub fn client_ip(xff: Option<&str>, peer: Option<IpAddr>, trusted_hops: u8) -> Option<IpAddr> {
+pub fn client_address(xff: Option<&str>, peer: Option<IpAddr>, trusted_hops: u8) -> ClientAddress {
+    let peer_only = ClientAddress {
+        ip: peer,
+        chain: peer.into_iter().collect(),
+    };
     if trusted_hops == 0 {
-        return peer;
+        return peer_only;
     }
     let mut chain: Vec<Option<IpAddr>> = xff
         .unwrap_or("")
@@ -331,9 +349,22 @@ pub fn client_ip(xff: Option<&str>, peer: Option<IpAddr>, trusted_hops: u8) -> O
     if chain.len() <= hops {
         // Fewer hops than configured: the request bypassed a trusted proxy,
         // so nothing but the socket peer is trustworthy.
-        return peer;
+        return peer_only;
     }
-    chain[chain.len() - 1 - hops].or(peer)
+    let trusted = &chain[chain.len() - 1 - hops..];
+    match trusted.first().copied().flatten() {
+        Some(ip) => ClientAddress {
+            ip: Some(ip),
+            chain: trusted.iter().flatten().copied().collect(),
+        },
+        // Garbage where the client should be: the peer, never a guess.
+        None => peer_only,
+    }
+}
+
+/// [`client_address`]'s client alone.
+pub fn client_ip(xff: Option<&str>, peer: Option<IpAddr>, trusted_hops: u8) -> Option<IpAddr> {
+    client_address(xff, peer, trusted_hops).ip
 }
 
 #[cfg(test)]
@@ -463,5 +494,24 @@ mod tests {
         assert_eq!(client_ip(None, peer, 2), peer);
         // Garbage where the client should be: the peer, never a guess.
         assert_eq!(client_ip(Some("not-an-ip"), peer, 1), peer);
+    }
+
+    #[test]
+    fn the_chain_holds_the_client_and_the_trusted_proxies_never_a_claim() {
+        let peer: Option<IpAddr> = "10.0.0.1".parse().ok();
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().filter_map(|s| s.parse().ok()).collect() };
+        // Two trusted proxies (10.0.0.2 appended the client, the peer
+        // appended 10.0.0.2); 6.6.6.6 is the client's own claim.
+        let two = client_address(Some("6.6.6.6, 203.0.113.7, 10.0.0.2"), peer, 2);
+        assert_eq!(two.ip, "203.0.113.7".parse().ok());
+        assert_eq!(two.chain, ips(&["203.0.113.7", "10.0.0.2", "10.0.0.1"]));
+        // No trusted hop, too few hops, garbage: the peer alone.
+        for (xff, hops) in [(Some("6.6.6.6"), 0), (None, 2), (Some("x, 10.0.0.2"), 2)] {
+            let only = client_address(xff, peer, hops);
+            assert_eq!(only.ip, peer, "{xff:?} {hops}");
+            assert_eq!(only.chain, ips(&["10.0.0.1"]), "{xff:?} {hops}");
+        }
+        assert_eq!(client_address(None, None, 1), ClientAddress::default());
     }
 }

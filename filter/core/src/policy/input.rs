@@ -98,6 +98,23 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
             ]),
         ),
         ("identity", identity(request.identity)),
+        // citygate's own: the client after the trusted-hops rule, which a
+        // policy can test with `net.cidr_contains` (the socket peer is
+        // `attributes.source.address`). Empty when Envoy reported no peer;
+        // `net.cidr_contains` then errors, and the request is denied.
+        (
+            "client_ip",
+            Value::from(view.client_ip.map(|ip| ip.to_string()).unwrap_or_default()),
+        ),
+        (
+            "client_ip_chain",
+            Value::from(
+                view.client_ip_chain
+                    .iter()
+                    .map(|ip| Value::from(ip.to_string()))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
         (
             "route",
             object([("name", Value::from(request.route.name.as_str()))]),

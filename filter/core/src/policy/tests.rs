@@ -143,6 +143,64 @@ fn input_has_the_opa_envoy_shape() {
     assert_eq!(at(&input, &["route", "name"]), &Value::from("api"));
 }
 
+/// A request from the socket peer 192.0.2.7 with `x-forwarded-for`, behind
+/// `trusted_hops` proxies.
+fn forwarded_view(xff: &str, trusted_hops: u8) -> RequestView {
+    let gateway = crate::config::GatewayConfig {
+        trusted_hops,
+        ..Default::default()
+    };
+    normalize(
+        &RawRequest {
+            headers: vec![
+                (":method".into(), "GET".into()),
+                (":path".into(), "/".into()),
+                (":authority".into(), "api.city.example".into()),
+                ("x-forwarded-for".into(), xff.into()),
+            ],
+            connection: ConnectionInfo {
+                source: Some("192.0.2.7:4444".into()),
+                ..Default::default()
+            },
+        },
+        &gateway,
+    )
+    .unwrap()
+}
+
+#[test]
+fn client_ip_is_the_trusted_hops_client_and_cidr_rules_see_it() {
+    let strings =
+        |list: &[&str]| Value::from(list.iter().map(|s| Value::from(*s)).collect::<Vec<_>>());
+    // The peer (one trusted hop) appended the client 198.51.100.4; what the
+    // client claimed (203.0.113.9) is in neither field.
+    let v = forwarded_view("203.0.113.9, 198.51.100.4", 1);
+    let input = input_of(&v, None, false);
+    assert_eq!(at(&input, &["client_ip"]), &Value::from("198.51.100.4"));
+    assert_eq!(
+        at(&input, &["client_ip_chain"]),
+        &strings(&["198.51.100.4", "192.0.2.7"])
+    );
+    // No trusted hop: the socket peer, whatever x-forwarded-for says.
+    let direct = input_of(&forwarded_view("203.0.113.9", 0), None, false);
+    assert_eq!(at(&direct, &["client_ip"]), &Value::from("192.0.2.7"));
+    assert_eq!(at(&direct, &["client_ip_chain"]), &strings(&["192.0.2.7"]));
+
+    let e = engine(
+        &[(
+            "a.rego",
+            "package envoy.authz\n\nallow if net.cidr_contains(\"203.0.113.0/24\", input.client_ip)\n",
+        )],
+        serde_json::json!({}),
+    );
+    let host = MemoryHost::default();
+    let allowed = |xff: &str, hops: u8| authorize(&e, &forwarded_view(xff, hops), &host).allowed;
+    assert!(allowed("203.0.113.9", 1), "a trusted proxy's word");
+    assert!(!allowed("203.0.113.9, 198.51.100.4", 1), "a spoofed entry");
+    assert!(!allowed("203.0.113.9", 0), "no trusted hop");
+    assert!(!allowed("203.0.113.9", 2), "fewer hops than configured");
+}
+
 #[test]
 fn parsed_path_splits_like_opa_envoy() {
     let list =
