@@ -16,6 +16,7 @@ use crate::metrics::Metric;
 pub enum Stage {
     Normalize,
     Route,
+    IpRules,
     Auth,
     RateLimit,
     Policy,
@@ -28,6 +29,7 @@ impl Stage {
         match self {
             Stage::Normalize => "normalize",
             Stage::Route => "route",
+            Stage::IpRules => "ip_rules",
             Stage::Auth => "auth",
             Stage::RateLimit => "rate_limit",
             Stage::Policy => "policy",

@@ -19,6 +19,7 @@ pub mod deny;
 pub mod host;
 pub mod http;
 pub mod identity;
+pub mod ip_rules;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

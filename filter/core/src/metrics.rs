@@ -38,6 +38,7 @@ metrics! {
     RequestsDenied => ("citygate_requests_denied", Counter, "requests answered locally with a denial"),
     NormalizeRejected => ("citygate_normalize_rejected", Counter, "requests refused because the path or headers could not be normalized safely"),
     RouteUnmatched => ("citygate_route_unmatched", Counter, "requests for a path no route declares"),
+    IpRulesDenied => ("citygate_ip_rules_denied", Counter, "requests refused by an IP allow or deny rule (403)"),
     AuthAllowed => ("citygate_auth_allowed", Counter, "requests authenticated (or anonymous where allowed)"),
     AuthDenied => ("citygate_auth_denied", Counter, "requests refused by authentication (401/403)"),
     AuthMissingCredentials => ("citygate_auth_missing_credentials", Counter, "requests refused because a route needs credentials and none were sent (401)"),
@@ -80,6 +81,7 @@ pub const ROUTE_DENIED: &str = "citygate_route_denied";
 
 /// The stages that can refuse a request once its route is known.
 pub const ROUTE_DENIED_STAGES: &[Stage] = &[
+    Stage::IpRules,
     Stage::Auth,
     Stage::RateLimit,
     Stage::Policy,

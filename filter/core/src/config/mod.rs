@@ -14,6 +14,7 @@ pub use secrets::resolve_secrets;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::ip_rules::IpRulesConfig;
 use crate::policy::PolicyConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::redact::RedactionConfig;
@@ -49,6 +50,9 @@ pub struct GatewayConfig {
     pub trusted_hops: u8,
     /// Prefix of the RFC 9457 `type` URI of every problem document.
     pub problem_type_base: String,
+    /// CIDR allow/deny lists for every request, judged on the client
+    /// address before a route is chosen.
+    pub ip_rules: IpRulesConfig,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +61,7 @@ impl Default for GatewayConfig {
             realm: "citygate".to_string(),
             trusted_hops: 0,
             problem_type_base: "urn:citygate:problem:".to_string(),
+            ip_rules: IpRulesConfig::default(),
         }
     }
 }

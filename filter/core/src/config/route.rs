@@ -2,6 +2,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::auth::RouteAuth;
+use crate::ip_rules::IpRulesConfig;
 use crate::policy::RoutePolicy;
 use crate::redact::RouteRedaction;
 
@@ -14,6 +15,9 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
+    /// CIDR allow/deny lists on the client address, before authentication.
+    #[serde(default)]
+    pub ip_rules: IpRulesConfig,
     #[serde(default)]
     pub auth: RouteAuth,
     #[serde(default)]

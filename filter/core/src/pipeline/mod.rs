@@ -1,4 +1,4 @@
-//! The pipeline: normalize → route → authenticate → rate-limit → authorize
+//! The pipeline: normalize → IP rules → route → IP rules → authenticate → rate-limit → authorize
 //! on the request, minimize on the response. Each stage hands one value
 //! forward; denials leave through [`CompiledConfig::deny`] only. The shell
 //! calls one method per proxy callback and decides nothing itself.
@@ -24,6 +24,7 @@ use crate::decision_log::DecisionRecord;
 use crate::deny::{self, Denial};
 use crate::host::Host;
 use crate::http::LocalReply;
+use crate::ip_rules::IpRules;
 use crate::metrics::{self, Metric};
 use crate::policy::PolicyEngine;
 use crate::ratelimit::RateLimiter;
@@ -33,6 +34,7 @@ use crate::redact::Redactor;
 /// prepared once in `on_configure`, then shared by all requests of the VM.
 pub struct CompiledConfig {
     config: PluginConfig,
+    ip_rules: IpRules,
     auth: Authenticator,
     limits: RateLimiter,
     policy: PolicyEngine,
@@ -51,6 +53,7 @@ impl CompiledConfig {
         let mut policy = PolicyEngine::compile(config.policy.as_ref())?;
         policy.check_routes(&config.routes)?;
         Ok(Self {
+            ip_rules: IpRules::compile(&config.gateway.ip_rules, &config.routes)?,
             auth: Authenticator::compile(&config.auth, &config.routes)?,
             limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
             policy,

@@ -116,6 +116,11 @@ impl CompiledConfig {
         record.request_id = view.id.clone();
         record.method = view.method.clone();
         record.path = view.path.clone();
+        if let Err(refusal) = self.ip_rules.check_gateway(view.client_ip) {
+            let denial = refusal.denial();
+            record.reason = Some(refusal.reason);
+            return Admission::Answered(self.deny(&denial, record, host));
+        }
         let Some(route_index) = self
             .config
             .routes
@@ -126,6 +131,11 @@ impl CompiledConfig {
         };
         let route = &self.config.routes[route_index];
         record.route = Some(route.name.clone());
+        if let Err(refusal) = self.ip_rules.check_route(route_index, view.client_ip) {
+            let denial = refusal.denial();
+            record.reason = Some(refusal.reason);
+            return Admission::Answered(self.deny(&denial, record, host));
+        }
 
         let (identity, auth_edits) =
             match self

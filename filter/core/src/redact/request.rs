@@ -64,6 +64,7 @@ mod tests {
         RouteConfig {
             name: "r".into(),
             matcher: RouteMatch::default(),
+            ip_rules: Default::default(),
             auth: Default::default(),
             policy: Default::default(),
             redaction,
