@@ -17,9 +17,3 @@ pub struct IpRulesConfig {
     /// holds them too.
     pub deny: Vec<String>,
 }
-
-impl IpRulesConfig {
-    pub fn is_empty(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
-    }
-}
