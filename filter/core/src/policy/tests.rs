@@ -442,7 +442,13 @@ fn unknown_functions_reject_the_config() {
         .message
         .contains("crypto.x509.parse_and_verify_certificates"));
     // OPA builtins left out of the build on purpose are refused too.
-    for call in ["http.send({})", "json.patch({}, [])", "uuid.rfc4122(\"x\")"] {
+    for call in [
+        "http.send({})",
+        "json.patch({}, [])",
+        "uuid.rfc4122(\"x\")",
+        "urlquery.encode(\"a b\")",
+        "urlquery.decode_object(\"a=b\")",
+    ] {
         let module = format!("package envoy.authz\n\nallow if {{\n  x := {call}\n  x\n}}\n");
         let err = compile_error(&[("a.rego", &module)], serde_json::json!({}));
         assert!(
@@ -591,6 +597,20 @@ fn time_now_ns_is_the_host_clock() {
     let host = MemoryHost::at_unix_seconds(1_700_000_000);
     assert!(authorize(&e, &view("GET", "/", &[]), &host).allowed);
     host.advance_seconds(1);
+    assert!(!authorize(&e, &view("GET", "/", &[]), &host).allowed);
+}
+
+#[test]
+fn time_zones_of_the_build_convert_and_others_fail_closed() {
+    // 2023-11-14T22:13:20Z was a Tuesday; Berlin was at UTC+1.
+    let in_build = "package envoy.authz\n\nallow if {\n  ns := time.parse_rfc3339_ns(\"2023-11-14T22:13:20Z\")\n  time.clock([ns, \"Europe/Berlin\"]) == [23, 13, 20]\n  time.clock([ns, \"UTC\"]) == [22, 13, 20]\n  time.weekday([ns, \"Europe/Berlin\"]) == \"Tuesday\"\n  time.date([ns, \"Europe/Lisbon\"]) == [2023, 11, 14]\n}\n";
+    let host = MemoryHost::default();
+    let e = engine(&[("a.rego", in_build)], serde_json::json!({}));
+    assert!(authorize(&e, &view("GET", "/", &[]), &host).allowed);
+    // A zone left out of the build (CHRONO_TZ_TIMEZONE_FILTER) makes the
+    // builtin fail: undefined, so the request is denied.
+    let outside = in_build.replace("Europe/Berlin", "America/New_York");
+    let e = engine(&[("a.rego", &outside)], serde_json::json!({}));
     assert!(!authorize(&e, &view("GET", "/", &[]), &host).allowed);
 }
 
