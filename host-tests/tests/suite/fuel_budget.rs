@@ -300,7 +300,10 @@ fn the_module_stays_within_its_size_budget() {
     let bytes = std::fs::metadata(&wasm)
         .unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
         .len();
-    println!("{}: {bytes} bytes (budget {MODULE_BYTES_BUDGET})", wasm.display());
+    println!(
+        "{}: {bytes} bytes (budget {MODULE_BYTES_BUDGET})",
+        wasm.display()
+    );
     assert!(
         bytes <= MODULE_BYTES_BUDGET,
         "{bytes} bytes, over the budget of {MODULE_BYTES_BUDGET}"

@@ -36,6 +36,7 @@ mod oci;
 mod policy_wasm;
 mod ratelimit_wasm;
 mod redaction_wasm;
+mod scenario_blind_spots;
 mod schema;
 // Helpers the areas share.
 mod support;
