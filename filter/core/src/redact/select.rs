@@ -52,23 +52,41 @@ pub fn data_of(value: &Value) -> &Value {
 #[derive(Debug, Clone, Default)]
 pub struct FieldNames {
     names: HashSet<String>,
+    /// Bit `n` is set when a name is `n` bytes long (`n` < 64): a member
+    /// name of another length is refused without hashing it. Most member
+    /// names of a document are not rule targets, and every rule asks.
+    lengths: u64,
+    /// Some name is 64 bytes or longer.
+    long_names: bool,
 }
 
 impl FieldNames {
     pub fn new(names: &[String]) -> Self {
-        Self {
-            names: names.iter().cloned().collect(),
+        let mut set = Self::default();
+        for name in names {
+            match u32::try_from(name.len()) {
+                Ok(n) if n < 64 => set.lengths |= 1 << n,
+                _ => set.long_names = true,
+            }
+            set.names.insert(name.clone());
         }
+        set
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let length_fits = match u32::try_from(name.len()) {
+            Ok(n) if n < 64 => self.lengths & (1 << n) != 0,
+            _ => self.long_names,
+        };
+        length_fits && self.names.contains(name)
     }
 
     pub fn matches(&self, key: &str) -> bool {
-        if self.names.contains(key) {
+        if self.contains(key) {
             return true;
         }
         match key.rfind(['/', '#', ':']) {
-            Some(i) => key
-                .get(i + 1..)
-                .is_some_and(|local| self.names.contains(local)),
+            Some(i) => key.get(i + 1..).is_some_and(|local| self.contains(local)),
             None => false,
         }
     }
@@ -246,6 +264,26 @@ pub fn entity_members(document: &Value, names: &HashSet<String>) -> Vec<Location
 mod tests {
     use super::*;
     use serde_json::json;
+
+    proptest::proptest! {
+        /// The length filter never refuses a name the set holds.
+        #[test]
+        fn the_length_filter_agrees_with_the_set(
+            names in proptest::collection::vec("[a-zA-Z_:#/]{0,70}", 0..6),
+            key in "[a-zA-Z_:#/]{0,70}",
+        ) {
+            let set = FieldNames::new(&names);
+            let plain: HashSet<&str> = names.iter().map(String::as_str).collect();
+            let expected = plain.contains(key.as_str())
+                || key
+                    .rfind(['/', '#', ':'])
+                    .is_some_and(|i| plain.contains(&key[i + 1..]));
+            proptest::prop_assert_eq!(set.matches(&key), expected);
+            for name in &names {
+                proptest::prop_assert!(set.matches(name));
+            }
+        }
+    }
 
     #[test]
     fn field_names_match_expanded_ngsi_ld_terms() {
