@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::config::{GeneralizeConfig, TimeUnit};
-use super::detect::DetectorSet;
+use super::detect::{DetectorSet, TextShape};
 use super::generalize;
 use super::pseudonym::Pseudonymizer;
 use super::select::{self, STRUCTURE_KEYS, TIME_KEYS, VALUE_KEYS};
@@ -208,10 +208,21 @@ impl Work<'_> {
         action: &Action,
         text: &str,
     ) -> Option<String> {
+        self.scrub_shaped(detectors, action, text, &TextShape::of(text))
+    }
+
+    /// [`scrub`](Self::scrub) with `shape`, the shape of `text`, already counted.
+    pub fn scrub_shaped(
+        &mut self,
+        detectors: &DetectorSet,
+        action: &Action,
+        text: &str,
+        shape: &TextShape,
+    ) -> Option<String> {
         const MAX_PASSES: usize = 4;
         // Most texts hold nothing: answer those without copying the text or
         // looking for pseudonym tokens (protection only ever removes hits).
-        if detectors.find(text, &[]).is_empty() {
+        if detectors.find_shaped(text, shape, &[]).is_empty() {
             return None;
         }
         let mut current = text.to_string();

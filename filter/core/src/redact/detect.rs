@@ -59,7 +59,7 @@ enum Prefilter {
 
 /// Byte counts of one text, taken in one pass for all prefilters.
 #[derive(Debug, Clone, Copy, Default)]
-struct TextShape {
+pub struct TextShape {
     digits: usize,
     capitals: usize,
     dots: usize,
@@ -68,7 +68,7 @@ struct TextShape {
 }
 
 impl TextShape {
-    fn of(text: &str) -> Self {
+    pub fn of(text: &str) -> Self {
         let mut shape = Self::default();
         for byte in text.bytes() {
             match byte {
@@ -245,11 +245,21 @@ impl DetectorSet {
     /// none touching a `protected` span (pseudonym tokens). Detectors whose
     /// prefilter rules the text out are not searched.
     pub fn find(&self, text: &str, protected: &[Range<usize>]) -> Vec<Hit> {
-        let shape = TextShape::of(text);
+        self.find_shaped(text, &TextShape::of(text), protected)
+    }
+
+    /// [`find`](Self::find) with the text's shape already counted: the
+    /// detect rules of one traversal count each text once.
+    pub fn find_shaped(
+        &self,
+        text: &str,
+        shape: &TextShape,
+        protected: &[Range<usize>],
+    ) -> Vec<Hit> {
         self.search(
             self.detectors
                 .iter()
-                .filter(|detector| detector.prefilter.admits(text, &shape)),
+                .filter(|detector| detector.prefilter.admits(text, shape)),
             text,
             protected,
         )

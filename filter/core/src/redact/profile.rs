@@ -12,7 +12,7 @@ use super::actions::{Action, HashSpec, MaskSpec, Work};
 use super::config::{
     ActionConfig, GeneralizeConfig, Mode, PredicateConfig, ProfileConfig, RuleConfig,
 };
-use super::detect::{DetectorLibrary, DetectorSet};
+use super::detect::{DetectorLibrary, DetectorSet, TextShape};
 use super::pseudonym::{valid_prefix, MAX_TOKEN_HEX, MIN_TOKEN_HEX};
 use super::select::{self, FieldNames, KeepTree};
 use crate::config::ConfigError;
@@ -101,7 +101,7 @@ impl Profile {
         Ok(Self { allow, rules })
     }
 
-    pub fn apply(&self, document: &mut Value, work: &mut Work<'_>) {
+    fn keep_allowed(&self, document: &mut Value, work: &mut Work<'_>) {
         if let Some(allow) = &self.allow {
             let mut keep = KeepTree::default();
             for path in &allow.paths {
@@ -116,13 +116,52 @@ impl Profile {
             *document = keep.prune(std::mem::take(document), &mut removed);
             work.counts.removed += removed;
         }
+    }
+
+    pub fn apply(&self, document: &mut Value, work: &mut Work<'_>) {
+        self.keep_allowed(document, work);
+        let mut rules = self.rules.iter().peekable();
+        while let Some(rule) = rules.next() {
+            let Some(first) = rule.detects_everywhere() else {
+                rule.apply(document, work);
+                continue;
+            };
+            // Consecutive detect rules over the whole document walk it
+            // once: each text meets the rules in order, so it ends as it
+            // would after one walk per rule (a text's edits depend only on
+            // that text), and each object's keys are renamed rule by rule.
+            let mut group = vec![first];
+            while let Some(next) = rules.peek().and_then(|r| r.detects_everywhere()) {
+                group.push(next);
+                rules.next();
+            }
+            scrub_value(document, &group, work);
+        }
+    }
+
+    /// The profile applied one rule at a time, one walk per rule: what
+    /// [`apply`](Self::apply) must equal.
+    #[cfg(test)]
+    pub fn apply_rule_by_rule(&self, document: &mut Value, work: &mut Work<'_>) {
+        self.keep_allowed(document, work);
         for rule in &self.rules {
             rule.apply(document, work);
         }
     }
 }
 
+/// A detect rule's detectors and action.
+type DetectStep<'a> = (&'a DetectorSet, &'a Action);
+
 impl Rule {
+    /// The detectors and action of a `detect` rule without `path` or `fields`.
+    fn detects_everywhere(&self) -> Option<DetectStep<'_>> {
+        match (&self.scope, &self.operation) {
+            (Scope::Everywhere, Operation::Detect(detectors, action)) => Some((detectors, action)),
+            _ => None,
+        }
+    }
+
     fn apply(&self, document: &mut Value, work: &mut Work<'_>) {
         match (&self.scope, &self.operation) {
             (Scope::Path(path), Operation::Change(Action::Remove)) => {
@@ -172,39 +211,52 @@ impl Rule {
 fn visit(operation: &Operation, node: &mut Value, work: &mut Work<'_>) {
     match operation {
         Operation::Change(action) => work.apply(action, node),
-        Operation::Detect(detectors, action) => scrub_value(node, detectors, action, work),
+        Operation::Detect(detectors, action) => scrub_value(node, &[(detectors, action)], work),
         // Drops are handled by their scope; compilation allows no other form.
         Operation::Drop(_) => {}
     }
 }
 
 /// Detectors over every string below `value`, member names included (a map
-/// keyed by e-mail address is as personal as a list of them).
-fn scrub_value(value: &mut Value, detectors: &DetectorSet, action: &Action, work: &mut Work<'_>) {
+/// keyed by e-mail address is as personal as a list of them). `steps` are
+/// detect rules in order; each text is counted once for all of them and
+/// again only after a rule changed it.
+fn scrub_value(value: &mut Value, steps: &[DetectStep<'_>], work: &mut Work<'_>) {
     match value {
         Value::String(text) => {
-            if let Some(clean) = work.scrub(detectors, action, text) {
-                *text = clean;
+            let mut shape = TextShape::of(text);
+            for (detectors, action) in steps {
+                if let Some(clean) = work.scrub_shaped(detectors, action, text, &shape) {
+                    *text = clean;
+                    shape = TextShape::of(text);
+                }
             }
         }
         Value::Array(items) => {
             for item in items {
-                scrub_value(item, detectors, action, work);
+                scrub_value(item, steps, work);
             }
         }
         Value::Object(fields) => {
-            let renamed = fields
-                .keys()
-                .any(|key| !detectors.find(key, &[]).is_empty());
+            let renamed = fields.keys().any(|key| {
+                let shape = TextShape::of(key);
+                steps
+                    .iter()
+                    .any(|(detectors, _)| !detectors.find_shaped(key, &shape, &[]).is_empty())
+            });
             if renamed {
-                let old = std::mem::take(fields);
-                for (key, item) in old {
-                    let key = work.scrub(detectors, action, &key).unwrap_or(key);
-                    fields.insert(key, item);
+                // Rule by rule, as one walk per rule renames them: which
+                // value a collision keeps depends on it.
+                for (detectors, action) in steps {
+                    let old = std::mem::take(fields);
+                    for (key, item) in old {
+                        let key = work.scrub(detectors, action, &key).unwrap_or(key);
+                        fields.insert(key, item);
+                    }
                 }
             }
             for item in fields.values_mut() {
-                scrub_value(item, detectors, action, work);
+                scrub_value(item, steps, work);
             }
         }
         _ => {}

@@ -896,3 +896,75 @@ fn an_attribute_served_alone_is_minimized_as_that_attribute() {
         Value::Null
     );
 }
+
+/// Texts and member names the example profiles act on, and some they do not.
+const FRAGMENTS: &[&str] = &[
+    "erika@example.org",
+    "call +49 30 1234567 or erika@example.org",
+    "DE89 3704 0044 0532 0130 00",
+    "4111 1111 1111 1111",
+    "B-XY 123",
+    "AZ-123456",
+    "10.1.2.3",
+    "2001:db8::1",
+    "pn_0123456789abcdef",
+    "Vehicle",
+    "plain words",
+    "",
+];
+const NAMES: &[&str] = &[
+    "id",
+    "type",
+    "value",
+    "email",
+    "phone",
+    "name",
+    "driverName",
+    "location",
+    "erika@example.org",
+    "x@example.org",
+    "+49 30 1234567",
+    "https://example.org/ns#email",
+];
+
+fn fragment_document() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        proptest::sample::select(FRAGMENTS).prop_map(|s| Value::String(s.to_string())),
+        any::<i32>().prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec((proptest::sample::select(NAMES), inner), 0..6).prop_map(
+                |members| {
+                    Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    )
+                }
+            ),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// A profile whose detect rules share one walk gives what one walk per
+    /// rule gives: the same document and the same counts.
+    #[test]
+    fn one_walk_for_the_detect_rules_equals_one_walk_per_rule(document in fragment_document()) {
+        let (redactor, _) = example();
+        for (name, profile) in &redactor.profiles {
+            let (mut walked_once, mut walked_per_rule) = (document.clone(), document.clone());
+            let mut once = actions::Work { pseudonyms: redactor.pseudonyms.as_ref(), counts: Default::default() };
+            let mut per_rule = actions::Work { pseudonyms: redactor.pseudonyms.as_ref(), counts: Default::default() };
+            profile.apply(&mut walked_once, &mut once);
+            profile.apply_rule_by_rule(&mut walked_per_rule, &mut per_rule);
+            proptest::prop_assert_eq!(&walked_once, &walked_per_rule, "profile {}", name);
+            proptest::prop_assert_eq!(once.counts, per_rule.counts, "profile {}", name);
+        }
+    }
+}
