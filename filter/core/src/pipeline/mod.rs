@@ -24,7 +24,7 @@ use crate::decision_log::DecisionRecord;
 use crate::deny::{self, Denial};
 use crate::host::Host;
 use crate::http::LocalReply;
-use crate::ip_rules::IpRules;
+use crate::ip_rules::{IpRules, Refusal};
 use crate::metrics::{self, Metric};
 use crate::policy::PolicyEngine;
 use crate::ratelimit::RateLimiter;
@@ -119,6 +119,19 @@ impl CompiledConfig {
         );
         record.emit(host);
         reply
+    }
+
+    /// A client address the gateway's or the route's IP rules refuse: the
+    /// decision log names the network, the client's reply does not.
+    pub(crate) fn refuse_client_address(
+        &self,
+        refusal: Refusal,
+        mut record: DecisionRecord,
+        host: &dyn Host,
+    ) -> LocalReply {
+        let denial = refusal.denial();
+        record.reason = Some(refusal.reason);
+        self.deny(&denial, record, host)
     }
 
     /// The decision line of a forwarded request, written when its stream ends

@@ -117,9 +117,7 @@ impl CompiledConfig {
         record.method = view.method.clone();
         record.path = view.path.clone();
         if let Err(refusal) = self.ip_rules.check_gateway(view.client_ip) {
-            let denial = refusal.denial();
-            record.reason = Some(refusal.reason);
-            return Admission::Answered(self.deny(&denial, record, host));
+            return Admission::Answered(self.refuse_client_address(refusal, record, host));
         }
         let Some(route_index) = self
             .config
@@ -132,9 +130,7 @@ impl CompiledConfig {
         let route = &self.config.routes[route_index];
         record.route = Some(route.name.clone());
         if let Err(refusal) = self.ip_rules.check_route(route_index, view.client_ip) {
-            let denial = refusal.denial();
-            record.reason = Some(refusal.reason);
-            return Admission::Answered(self.deny(&denial, record, host));
+            return Admission::Answered(self.refuse_client_address(refusal, record, host));
         }
 
         let (identity, auth_edits) =
