@@ -400,7 +400,9 @@ fn spec_alg_name(alg: Algorithm) -> &'static str {
 }
 
 /// Replaces `{{jwt:NAME}}`, `{{jwt:NAME:TAMPER}}`, `{{api_key:NAME}}` and
-/// `{{api_key_digest:NAME}}` references in a string.
+/// `{{api_key_digest:NAME}}` references in a string, and
+/// `{{repeat:COUNT:TEXT}}` with TEXT written COUNT times (oversize bodies
+/// and headers without a page of filler in the scenario file).
 pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -411,6 +413,11 @@ pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result
             .find("}}")
             .ok_or_else(|| anyhow!("unclosed `{{{{` in `{text}`"))?;
         let reference = &after[..end];
+        rest = &after[end + 2..];
+        if let Some(repeat) = reference.strip_prefix("repeat:") {
+            out.push_str(&repeated(repeat)?);
+            continue;
+        }
         let credentials = credentials
             .ok_or_else(|| anyhow!("`{{{{{reference}}}}}` needs a `credentials` file"))?;
         let mut parts = reference.splitn(3, ':');
@@ -426,8 +433,39 @@ pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result
             other => bail!("unknown credential kind `{other}` in `{{{{{reference}}}}}`"),
         };
         out.push_str(&value);
-        rest = &after[end + 2..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The `COUNT:TEXT` of a `{{repeat:…}}` reference, expanded.
+fn repeated(reference: &str) -> Result<String> {
+    const MAX_BYTES: usize = 16 << 20;
+    let (count, text) = reference
+        .split_once(':')
+        .ok_or_else(|| anyhow!("`{{{{repeat:{reference}}}}}` is not `repeat:COUNT:TEXT`"))?;
+    let count: usize = count
+        .parse()
+        .map_err(|_| anyhow!("`{{{{repeat:{reference}}}}}`: `{count}` is not a count"))?;
+    if text.is_empty() || count.saturating_mul(text.len()) > MAX_BYTES {
+        bail!("`{{{{repeat:{reference}}}}}` must expand to 1 byte .. 16 MiB");
+    }
+    Ok(text.repeat(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeat_references_expand_without_credentials() {
+        assert_eq!(expand("a{{repeat:3:xy}}b", None, 0).unwrap(), "axyxyxyb");
+        // TEXT may hold a colon; the count comes first.
+        assert_eq!(expand("{{repeat:2:a:b}}", None, 0).unwrap(), "a:ba:b");
+        assert!(expand("{{repeat:x:a}}", None, 0).is_err());
+        assert!(expand("{{repeat:3:}}", None, 0).is_err());
+        assert!(expand("{{repeat:99999999999:a}}", None, 0).is_err());
+        // Credential references still need a credentials file.
+        assert!(expand("{{jwt:operator}}", None, 0).is_err());
+    }
 }

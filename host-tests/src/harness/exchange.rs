@@ -47,6 +47,11 @@ impl Exchange<'_> {
         }
     }
 
+    /// See [`Vm::upstream_saw_headers`].
+    pub fn upstream_saw_headers(&self) -> bool {
+        self.vm.upstream_saw_headers(self.id)
+    }
+
     pub fn is_pending(&self) -> bool {
         self.outcome() == RequestOutcome::Pending
     }

@@ -179,6 +179,15 @@ impl Vm {
             .unwrap_or(RequestOutcome::Pending)
     }
 
+    /// Whether the filter let the request's headers go upstream, even if
+    /// it answered the request itself later: in Envoy the upstream then has
+    /// seen the request start.
+    pub fn upstream_saw_headers(&self, id: u32) -> bool {
+        self.drivers
+            .get(&id)
+            .is_some_and(|d| d.req.fwd_headers.is_some())
+    }
+
     /// Feeds the upstream's reply to a forwarded request.
     pub fn feed_upstream(&mut self, id: u32, up: Upstream) -> Result<()> {
         let d = self.driver(id)?;

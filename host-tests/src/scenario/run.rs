@@ -190,6 +190,15 @@ impl WasmTarget {
         }
         if !prepared.body.is_empty() {
             request = request.body(prepared.body.clone());
+            // A whole body in one piece goes with its length, as the Envoy
+            // rig's client sends it; chunks and trailers go without.
+            let framed = prepared.headers.iter().any(|(n, _)| {
+                n.eq_ignore_ascii_case("content-length")
+                    || n.eq_ignore_ascii_case("transfer-encoding")
+            });
+            if prepared.chunk_size.is_none() && prepared.trailers.is_empty() && !framed {
+                request = request.header("content-length", &prepared.body.len().to_string());
+            }
         }
         if let Some(size) = prepared.chunk_size {
             request = request.chunk_size(size);
@@ -209,10 +218,12 @@ impl WasmTarget {
         }
         let mut exchange = self.vm.send(request)?;
         match exchange.outcome() {
+            // A reply after the headers went upstream still reached it.
             RequestOutcome::Local(reply) => Ok(Observed {
                 status: reply.status,
                 headers: reply.headers.0.clone(),
                 body: reply.body.clone(),
+                reached_upstream: exchange.upstream_saw_headers(),
                 ..Observed::default()
             }),
             RequestOutcome::Forwarded(forwarded) => {
