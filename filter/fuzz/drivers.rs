@@ -388,8 +388,9 @@ pub fn request(data: &[u8]) {
     let host = MemoryHost::at_unix_seconds(NOW);
     if let Ok(admitted) = gateway.admit(&raw, &host as &dyn Host) {
         check_normalized_path(&admitted.view.path);
-        let body = gateway
-            .request_body_limit(&admitted)
+        let body = admitted
+            .body
+            .policy_bytes
             .map(|limit| &message.body[..message.body.len().min(limit)]);
         let truncated = body.is_some_and(|b| b.len() < message.body.len());
         let _ = gateway.authorize(admitted, body, truncated, &host as &dyn Host);

@@ -224,7 +224,19 @@ pub fn evaluate(
     let route = gateway
         .route(admitted.route_index)
         .ok_or_else(|| anyhow!("the admitted route is gone"))?;
-    let (body, truncated) = match gateway.request_body_limit(&admitted) {
+    if let Err(reply) = gateway.check_request_body(&admitted, request.body.len() as u64, &host) {
+        return Ok(Evaluation {
+            route: Some(route.name.clone()),
+            identity: None,
+            input: None,
+            input_error: None,
+            decision: None,
+            redaction_profiles: Vec::new(),
+            eval_micros: None,
+            outcome: answered(reply, &host),
+        });
+    }
+    let (body, truncated) = match admitted.body.policy_bytes {
         Some(limit) => (
             Some(&request.body[..request.body.len().min(limit)]),
             request.body.len() > limit,

@@ -26,3 +26,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod ratelimit;
 pub mod redact;
+pub mod request_limits;

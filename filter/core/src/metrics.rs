@@ -39,6 +39,8 @@ metrics! {
     NormalizeRejected => ("citygate_normalize_rejected", Counter, "requests refused because the path or headers could not be normalized safely"),
     RouteUnmatched => ("citygate_route_unmatched", Counter, "requests for a path no route declares"),
     IpRulesDenied => ("citygate_ip_rules_denied", Counter, "requests refused by an IP allow or deny rule (403)"),
+    RequestLimitsBodyDenied => ("citygate_request_limits_body_denied", Counter, "requests refused because the body was larger than the route's max_body_bytes (413)"),
+    RequestLimitsHeadersDenied => ("citygate_request_limits_headers_denied", Counter, "requests refused because the headers were larger than the route's max_header_bytes (431)"),
     AuthAllowed => ("citygate_auth_allowed", Counter, "requests authenticated (or anonymous where allowed)"),
     AuthDenied => ("citygate_auth_denied", Counter, "requests refused by authentication (401/403)"),
     AuthMissingCredentials => ("citygate_auth_missing_credentials", Counter, "requests refused because a route needs credentials and none were sent (401)"),
@@ -82,6 +84,7 @@ pub const ROUTE_DENIED: &str = "citygate_route_denied";
 /// The stages that can refuse a request once its route is known.
 pub const ROUTE_DENIED_STAGES: &[Stage] = &[
     Stage::IpRules,
+    Stage::RequestLimits,
     Stage::Auth,
     Stage::RateLimit,
     Stage::Policy,

@@ -22,6 +22,8 @@ pub(crate) struct CitygateHttp {
     pub(crate) request: RequestState,
     pub(crate) response: ResponseState,
     status: u16,
+    /// Request body bytes that went upstream after the headers.
+    streamed_request_body: u64,
 }
 
 impl CitygateHttp {
@@ -39,6 +41,7 @@ impl CitygateHttp {
             request: RequestState::Headers,
             response: ResponseState::Streaming,
             status: 0,
+            streamed_request_body: 0,
         }
     }
 
@@ -80,19 +83,15 @@ impl CitygateHttp {
                 return Action::Pause;
             }
         };
-        let end_of_stream = waiter.end_of_stream;
-        match self.config.request_body_limit(&admitted) {
-            Some(limit) if !end_of_stream => {
-                self.request = RequestState::AwaitingBody {
-                    admitted: Box::new(admitted),
-                    limit,
-                };
-                // Hold the headers until the body is in: the policy may read it.
-                Action::Pause
-            }
-            Some(_) => self.authorize(admitted, Some(&[]), false),
-            None => self.authorize(admitted, None, false),
+        let plan = admitted.body;
+        if plan.hold && !waiter.end_of_stream {
+            self.request = RequestState::AwaitingBody(Box::new(admitted));
+            // Hold the headers until the body is in: the policy may read
+            // it, or its size is not known to fit.
+            return Action::Pause;
         }
+        let body = plan.policy_bytes.map(|_| &[][..]);
+        self.authorize(admitted, body, false)
     }
 
     /// The only place that sends a local reply.
@@ -181,17 +180,75 @@ impl CitygateHttp {
 
     /// The request body is complete (end of stream or trailers).
     pub(crate) fn finish_request_body(&mut self, body_size: Option<usize>) -> Action {
-        let RequestState::AwaitingBody { admitted, limit } =
+        let RequestState::AwaitingBody(admitted) =
             std::mem::replace(&mut self.request, RequestState::Headers)
         else {
             return Action::Continue;
         };
-        let available = body_size.unwrap_or(usize::MAX);
-        let body = self
-            .get_http_request_body(0, available.min(limit))
-            .unwrap_or_default();
-        let truncated = body_size.map_or(body.len() >= limit, |size| size > limit);
-        self.authorize(*admitted, Some(&body), truncated)
+        let plan = admitted.body;
+        // After trailers the size is unknown: one byte past the larger
+        // bound is enough to judge both the limit and the truncation.
+        let size = match body_size {
+            Some(size) => size,
+            None => {
+                let policy = plan.policy_bytes.map_or(0, |b| b.saturating_add(1));
+                let limit = plan.max_bytes.map_or(0, |max| {
+                    usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX)
+                });
+                let wanted = policy.max(limit);
+                self.get_http_request_body(0, wanted)
+                    .map_or(0, |body| body.len())
+            }
+        };
+        if let Err(reply) = self
+            .config
+            .check_request_body(&admitted, size as u64, &self.host)
+        {
+            return self.answer(reply);
+        }
+        match plan.policy_bytes {
+            Some(limit) => {
+                let body = self
+                    .get_http_request_body(0, size.min(limit))
+                    .unwrap_or_default();
+                self.authorize(*admitted, Some(&body), size > limit)
+            }
+            None => self.authorize(*admitted, None, false),
+        }
+    }
+
+    /// A body chunk of a request still waiting for the end of its body:
+    /// `buffered` is everything Envoy holds of it so far.
+    fn hold_request_body(&mut self, buffered: usize) -> Action {
+        let RequestState::AwaitingBody(admitted) = &self.request else {
+            return Action::Continue;
+        };
+        match self
+            .config
+            .check_request_body(admitted, buffered as u64, &self.host)
+        {
+            Ok(()) => Action::Pause,
+            Err(reply) => self.answer(reply),
+        }
+    }
+
+    /// A body chunk of a request already forwarded: counted against the
+    /// route's limit (a declared length said it fits).
+    fn count_streamed_body(&mut self, chunk: usize) -> Action {
+        let RequestState::Forwarded(forwarded) = &self.request else {
+            return Action::Continue;
+        };
+        if forwarded.max_body_bytes.is_none() {
+            return Action::Continue;
+        }
+        self.streamed_request_body = self.streamed_request_body.saturating_add(chunk as u64);
+        match self
+            .config
+            .check_streamed_body(forwarded, self.streamed_request_body, &self.host)
+        {
+            Ok(()) => Action::Continue,
+            Err(reply) => self.answer(reply),
+        }
     }
 
     /// The response body is complete: send the minimized bytes or the 502.
@@ -242,9 +299,10 @@ impl HttpContext for CitygateHttp {
             return Action::Pause;
         }
         match (&self.request, end_of_stream) {
-            (RequestState::AwaitingBody { .. }, false) => Action::Pause,
-            (RequestState::AwaitingBody { .. }, true) => self.finish_request_body(Some(body_size)),
+            (RequestState::AwaitingBody(_), false) => self.hold_request_body(body_size),
+            (RequestState::AwaitingBody(_), true) => self.finish_request_body(Some(body_size)),
             (RequestState::Answered, _) => Action::Pause,
+            (RequestState::Forwarded(_), _) => self.count_streamed_body(body_size),
             _ => Action::Continue,
         }
     }
@@ -256,7 +314,7 @@ impl HttpContext for CitygateHttp {
             return Action::Pause;
         }
         match self.request {
-            RequestState::AwaitingBody { .. } => self.finish_request_body(None),
+            RequestState::AwaitingBody(_) => self.finish_request_body(None),
             RequestState::Answered => Action::Pause,
             _ => Action::Continue,
         }

@@ -58,9 +58,7 @@ impl CitygateRoot {
                 Attempt::Retry
             };
             let mut action = flow.judge_headers(attempt, waiter);
-            if let (RequestState::AwaitingBody { .. }, Some(size)) =
-                (&flow.request, waiter.body_done)
-            {
+            if let (RequestState::AwaitingBody(_), Some(size)) = (&flow.request, waiter.body_done) {
                 action = flow.finish_request_body(size);
             }
             match flow.request {

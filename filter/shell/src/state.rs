@@ -10,11 +10,9 @@ pub(crate) enum RequestState {
     Headers,
     /// Paused until the identity provider's keys arrive (the root resumes it).
     AwaitingKeys,
-    /// Admitted; the route buffers the request body for the policy.
-    AwaitingBody {
-        admitted: Box<Admitted>,
-        limit: usize,
-    },
+    /// Admitted; the body is held until it ends, for the policy or for
+    /// the size limit (`admitted.body`).
+    AwaitingBody(Box<Admitted>),
     /// On its way upstream (or its response on the way back).
     Forwarded(Box<Forwarded>),
     /// A local reply was sent; nothing more to do.

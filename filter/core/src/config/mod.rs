@@ -18,6 +18,7 @@ use crate::ip_rules::IpRulesConfig;
 use crate::policy::PolicyConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::redact::RedactionConfig;
+use crate::request_limits::RequestLimitsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -53,6 +54,8 @@ pub struct GatewayConfig {
     /// CIDR allow/deny lists for every request, judged on the client
     /// address before a route is chosen.
     pub ip_rules: IpRulesConfig,
+    /// Request size limits of every route that sets none of its own.
+    pub request_limits: RequestLimitsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             trusted_hops: 0,
             problem_type_base: "urn:citygate:problem:".to_string(),
             ip_rules: IpRulesConfig::default(),
+            request_limits: RequestLimitsConfig::default(),
         }
     }
 }

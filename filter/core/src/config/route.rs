@@ -5,6 +5,7 @@ use crate::auth::RouteAuth;
 use crate::ip_rules::IpRulesConfig;
 use crate::policy::RoutePolicy;
 use crate::redact::RouteRedaction;
+use crate::request_limits::RequestLimitsConfig;
 
 /// One API surface of the city, with what each stage requires of it.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +19,9 @@ pub struct RouteConfig {
     /// CIDR allow/deny lists on the client address, before authentication.
     #[serde(default)]
     pub ip_rules: IpRulesConfig,
+    /// Body and header size limits; each field set replaces the gateway's.
+    #[serde(default)]
+    pub request_limits: RequestLimitsConfig,
     #[serde(default)]
     pub auth: RouteAuth,
     #[serde(default)]

@@ -1,4 +1,5 @@
-//! The pipeline: normalize → IP rules → route → IP rules → authenticate → rate-limit → authorize
+//! The pipeline: normalize → IP rules → route → IP rules → request limits →
+//! authenticate → rate-limit → (the body, within its limit) → authorize
 //! on the request, minimize on the response. Each stage hands one value
 //! forward; denials leave through [`CompiledConfig::deny`] only. The shell
 //! calls one method per proxy callback and decides nothing itself.
@@ -15,7 +16,7 @@ mod response;
 mod tests;
 
 pub use housekeeping::TickState;
-pub use request::{Admission, Admitted, Attempt, Forwarded, ResponsePlan};
+pub use request::{Admission, Admitted, Attempt, BodyPlan, Forwarded, ResponsePlan};
 pub use response::ResponseHeaders;
 
 use crate::auth::Authenticator;
@@ -29,12 +30,14 @@ use crate::metrics::{self, Metric};
 use crate::policy::PolicyEngine;
 use crate::ratelimit::RateLimiter;
 use crate::redact::Redactor;
+use crate::request_limits::{self, RequestLimits};
 
 /// A plugin configuration compiled for per-request work: every stage
 /// prepared once in `on_configure`, then shared by all requests of the VM.
 pub struct CompiledConfig {
     config: PluginConfig,
     ip_rules: IpRules,
+    request_limits: RequestLimits,
     auth: Authenticator,
     limits: RateLimiter,
     policy: PolicyEngine,
@@ -54,6 +57,7 @@ impl CompiledConfig {
         policy.check_routes(&config.routes)?;
         Ok(Self {
             ip_rules: IpRules::compile(&config.gateway.ip_rules, &config.routes)?,
+            request_limits: RequestLimits::compile(&config.gateway.request_limits, &config.routes)?,
             auth: Authenticator::compile(&config.auth, &config.routes)?,
             limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
             policy,
@@ -126,6 +130,18 @@ impl CompiledConfig {
     pub(crate) fn refuse_client_address(
         &self,
         refusal: Refusal,
+        mut record: DecisionRecord,
+        host: &dyn Host,
+    ) -> LocalReply {
+        let denial = refusal.denial();
+        record.reason = Some(refusal.reason);
+        self.deny(&denial, record, host)
+    }
+
+    /// A request over a size limit: the decision log says by how much.
+    pub(crate) fn refuse_oversize(
+        &self,
+        refusal: request_limits::Refusal,
         mut record: DecisionRecord,
         host: &dyn Host,
     ) -> LocalReply {

@@ -1,6 +1,6 @@
-//! The request side: admission of the headers (normalize, route,
-//! authenticate, rate-limit), then the policy's decision and the plan for
-//! the response.
+//! The request side: admission of the headers (normalize, route, IP rules,
+//! size limits, authenticate, rate-limit), the body's size as it arrives,
+//! then the policy's decision and the plan for the response.
 
 use super::CompiledConfig;
 use crate::auth::AuthOutcome;
@@ -15,6 +15,7 @@ use crate::normalize::{
 };
 use crate::policy::RequestContext;
 use crate::redact::{self, ResponseRedaction};
+use crate::request_limits;
 
 /// A request that passed authentication and rate limits and waits for the
 /// policy (possibly for its body first).
@@ -26,7 +27,22 @@ pub struct Admitted {
     pub edits: UpstreamEdits,
     /// Rate-limit headers for the client reply.
     pub response_headers: Vec<(String, String)>,
+    pub body: BodyPlan,
     pub record: DecisionRecord,
+}
+
+/// What the shell does with an admitted request's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyPlan {
+    /// Bytes of the body the policy reads (`input.parsed_body`); `None`:
+    /// the policy sees no body.
+    pub policy_bytes: Option<usize>,
+    /// The route's `request_limits.max_body_bytes`.
+    pub max_bytes: Option<u64>,
+    /// Hold the headers until the body has ended: the policy reads it, or
+    /// no declared length within `max_bytes` says that the body fits, and
+    /// nothing may reach the upstream before that is known.
+    pub hold: bool,
 }
 
 /// What happens to the response of a forwarded request.
@@ -43,6 +59,9 @@ pub struct ResponsePlan {
 #[derive(Debug, Clone)]
 pub struct Forwarded {
     pub edits: UpstreamEdits,
+    /// The body limit for bytes that stream after the headers went
+    /// upstream (a declared length said the body fits; it is counted anyway).
+    pub max_body_bytes: Option<u64>,
     pub response: ResponsePlan,
     pub record: DecisionRecord,
 }
@@ -132,6 +151,10 @@ impl CompiledConfig {
         if let Err(refusal) = self.ip_rules.check_route(route_index, view.client_ip) {
             return Admission::Answered(self.refuse_client_address(refusal, record, host));
         }
+        let limits = self.request_limits.for_route(route_index);
+        if let Err(refusal) = limits.check_headers(&raw.headers) {
+            return Admission::Answered(self.refuse_oversize(refusal, record, host));
+        }
 
         let (identity, auth_edits) =
             match self
@@ -160,6 +183,15 @@ impl CompiledConfig {
             Err(denial) => return Admission::Answered(self.deny(&denial, record, host)),
         };
 
+        let policy_bytes = route
+            .request_body
+            .buffer
+            .then_some(route.request_body.max_bytes);
+        let body = BodyPlan {
+            policy_bytes,
+            max_bytes: limits.max_body_bytes,
+            hold: policy_bytes.is_some() || limits.must_hold_body(&raw.headers),
+        };
         let mut edits = spoofed_header_removals(&view);
         edits.merge(auth_edits);
         if view.upstream_path() != view.raw_path && edits.path.is_none() {
@@ -171,17 +203,33 @@ impl CompiledConfig {
             route_index,
             edits,
             response_headers,
+            body,
             record,
         }))
     }
 
-    /// How many body bytes the policy wants, when the route buffers bodies.
-    pub fn request_body_limit(&self, admitted: &Admitted) -> Option<usize> {
-        let route = self.route(admitted.route_index)?;
-        route
-            .request_body
-            .buffer
-            .then_some(route.request_body.max_bytes)
+    /// `size` bytes of an admitted request's body have arrived (so far):
+    /// past the route's limit, the 413.
+    pub fn check_request_body(
+        &self,
+        admitted: &Admitted,
+        size: u64,
+        host: &dyn Host,
+    ) -> Result<(), LocalReply> {
+        request_limits::check_body(admitted.body.max_bytes, size)
+            .map_err(|refusal| self.refuse_oversize(refusal, admitted.record.clone(), host))
+    }
+
+    /// Like [`CompiledConfig::check_request_body`], for the body of a
+    /// request already forwarded: `size` is every byte counted so far.
+    pub fn check_streamed_body(
+        &self,
+        forwarded: &Forwarded,
+        size: u64,
+        host: &dyn Host,
+    ) -> Result<(), LocalReply> {
+        request_limits::check_body(forwarded.max_body_bytes, size)
+            .map_err(|refusal| self.refuse_oversize(refusal, forwarded.record.clone(), host))
     }
 
     /// The Rego decision, then the plan for the response.
@@ -198,6 +246,7 @@ impl CompiledConfig {
             route_index,
             mut edits,
             response_headers,
+            body: body_plan,
             mut record,
         } = admitted;
         let Some(route) = self.route(route_index) else {
@@ -270,6 +319,7 @@ impl CompiledConfig {
         host.count(Metric::RequestsAllowed, 1);
         Ok(Forwarded {
             edits,
+            max_body_bytes: body_plan.max_bytes,
             response: ResponsePlan {
                 add_headers,
                 remove_headers: self.redactor.response_headers_to_remove(route),

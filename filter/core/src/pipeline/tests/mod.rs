@@ -7,6 +7,7 @@ mod ip_rules;
 mod policy;
 mod ratelimit;
 mod redact;
+mod request_limits;
 
 use super::*;
 use crate::deny::Stage;
@@ -73,7 +74,7 @@ fn denials_count_per_route_and_stage_and_every_route_counter_exists_from_the_sta
     assert_eq!(named("closed", Stage::Auth), Some(2));
     assert_eq!(named("open", Stage::Auth), Some(0));
     assert_eq!(named("closed", Stage::Policy), Some(0));
-    assert_eq!(host.named_counters.borrow().len(), 10);
+    assert_eq!(host.named_counters.borrow().len(), 12);
 }
 
 #[test]
