@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod decision_log;
 pub mod deny;
 pub mod host;

@@ -39,6 +39,8 @@ metrics! {
     NormalizeRejected => ("citygate_normalize_rejected", Counter, "requests refused because the path or headers could not be normalized safely"),
     RouteUnmatched => ("citygate_route_unmatched", Counter, "requests for a path no route declares"),
     IpRulesDenied => ("citygate_ip_rules_denied", Counter, "requests refused by an IP allow or deny rule (403)"),
+    CorsPreflightAnswered => ("citygate_cors_preflight_answered", Counter, "CORS preflights answered by citygate with the route's grant (204)"),
+    CorsPreflightRefused => ("citygate_cors_preflight_refused", Counter, "CORS preflights refused: origin, method or header not allowed (403)"),
     RequestLimitsBodyDenied => ("citygate_request_limits_body_denied", Counter, "requests refused because the body was larger than the route's max_body_bytes (413)"),
     RequestLimitsHeadersDenied => ("citygate_request_limits_headers_denied", Counter, "requests refused because the headers were larger than the route's max_header_bytes (431)"),
     AuthAllowed => ("citygate_auth_allowed", Counter, "requests authenticated (or anonymous where allowed)"),
@@ -84,6 +86,7 @@ pub const ROUTE_DENIED: &str = "citygate_route_denied";
 /// The stages that can refuse a request once its route is known.
 pub const ROUTE_DENIED_STAGES: &[Stage] = &[
     Stage::IpRules,
+    Stage::Cors,
     Stage::RequestLimits,
     Stage::Auth,
     Stage::RateLimit,

@@ -2,6 +2,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::auth::RouteAuth;
+use crate::cors::CorsConfig;
 use crate::ip_rules::IpRulesConfig;
 use crate::policy::RoutePolicy;
 use crate::redact::RouteRedaction;
@@ -19,6 +20,10 @@ pub struct RouteConfig {
     /// CIDR allow/deny lists on the client address, before authentication.
     #[serde(default)]
     pub ip_rules: IpRulesConfig,
+    /// Cross-origin access for browser applications: preflights answered
+    /// by citygate, CORS headers on responses for allowed origins only.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
     /// Body and header size limits; each field set replaces the gateway's.
     #[serde(default)]
     pub request_limits: RequestLimitsConfig,
@@ -67,12 +72,16 @@ impl Default for RequestBodyConfig {
 impl RouteMatch {
     pub fn matches(&self, method: &str, path: &str) -> bool {
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == method);
-        let path_ok = match (&self.path_exact, &self.path_prefix) {
+        method_ok && self.matches_path(path)
+    }
+
+    /// The path part of [`RouteMatch::matches`] alone.
+    pub fn matches_path(&self, path: &str) -> bool {
+        match (&self.path_exact, &self.path_prefix) {
             (Some(exact), _) => path == exact,
             (None, Some(prefix)) => prefix_matches_segments(prefix, path),
             (None, None) => false,
-        };
-        method_ok && path_ok
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The pipeline: normalize → IP rules → route → IP rules → request limits →
+//! The pipeline: normalize → IP rules → route → IP rules → (CORS preflight) → request limits →
 //! authenticate → rate-limit → (the body, within its limit) → authorize
 //! on the request, minimize on the response. Each stage hands one value
 //! forward; denials leave through [`CompiledConfig::deny`] only. The shell
@@ -21,6 +21,7 @@ pub use response::ResponseHeaders;
 
 use crate::auth::Authenticator;
 use crate::config::{self, ConfigError, PluginConfig, RouteConfig};
+use crate::cors::{self, Cors};
 use crate::decision_log::DecisionRecord;
 use crate::deny::{self, Denial};
 use crate::host::Host;
@@ -37,6 +38,7 @@ use crate::request_limits::{self, RequestLimits};
 pub struct CompiledConfig {
     config: PluginConfig,
     ip_rules: IpRules,
+    cors: Cors,
     request_limits: RequestLimits,
     auth: Authenticator,
     limits: RateLimiter,
@@ -57,6 +59,7 @@ impl CompiledConfig {
         policy.check_routes(&config.routes)?;
         Ok(Self {
             ip_rules: IpRules::compile(&config.gateway.ip_rules, &config.routes)?,
+            cors: Cors::compile(&config.routes)?,
             request_limits: RequestLimits::compile(&config.gateway.request_limits, &config.routes)?,
             auth: Authenticator::compile(&config.auth, &config.routes)?,
             limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
@@ -136,6 +139,39 @@ impl CompiledConfig {
         let denial = refusal.denial();
         record.reason = Some(refusal.reason);
         self.deny(&denial, record, host)
+    }
+
+    /// A CORS preflight on a route with a `cors` block: the 204 with the
+    /// route's grant, or the 403 whose reason says what was not allowed.
+    /// Neither needs credentials nor reaches the upstream.
+    pub(crate) fn answer_preflight(
+        &self,
+        route_index: usize,
+        preflight: &cors::Preflight<'_>,
+        mut record: DecisionRecord,
+        host: &dyn Host,
+    ) -> LocalReply {
+        match self.cors.answer_preflight(route_index, preflight) {
+            Ok(headers) => {
+                host.count(Metric::CorsPreflightAnswered, 1);
+                if self.config.decision_log.enabled {
+                    record.status = 204;
+                    record.stage = Some(crate::deny::Stage::Cors);
+                    record.reason = Some("cors-preflight-answered".into());
+                    record.emit(host);
+                }
+                LocalReply {
+                    status: 204,
+                    headers,
+                    body: Vec::new(),
+                }
+            }
+            Err(refusal) => {
+                let denial = refusal.denial();
+                record.reason = Some(refusal.reason);
+                self.deny(&denial, record, host)
+            }
+        }
     }
 
     /// A request over a size limit: the decision log says by how much.

@@ -4,6 +4,7 @@
 
 use super::CompiledConfig;
 use crate::auth::AuthOutcome;
+use crate::cors::{self, Preflight};
 use crate::decision_log::{DecisionRecord, Outcome};
 use crate::deny::{Denial, Stage};
 use crate::host::{Host, LogLevel};
@@ -27,6 +28,9 @@ pub struct Admitted {
     pub edits: UpstreamEdits,
     /// Rate-limit headers for the client reply.
     pub response_headers: Vec<(String, String)>,
+    /// The route's CORS headers for this request's origin, on every reply
+    /// (forwarded or answered) so a browser application can read it.
+    pub cors_headers: Vec<(String, String)>,
     pub body: BodyPlan,
     pub record: DecisionRecord,
 }
@@ -138,11 +142,22 @@ impl CompiledConfig {
         if let Err(refusal) = self.ip_rules.check_gateway(view.client_ip) {
             return Admission::Answered(self.refuse_client_address(refusal, record, host));
         }
-        let Some(route_index) = self
-            .config
-            .routes
-            .iter()
-            .position(|r| r.matcher.matches(&view.method, &view.path))
+        // A preflight asks about the request to come: it belongs to the
+        // route that request's method would take, if that route has CORS;
+        // a method no route serves is refused by the first CORS route of
+        // the path.
+        let preflight = Preflight::of(&view.method, &view.headers);
+        let preflight_route = preflight.and_then(|p| match self.route_for(p.method, &view.path) {
+            Some(index) => Some(index).filter(|&i| self.cors.governs(i)),
+            None => self
+                .config
+                .routes
+                .iter()
+                .enumerate()
+                .position(|(i, r)| self.cors.governs(i) && r.matcher.matches_path(&view.path)),
+        });
+        let Some(route_index) =
+            preflight_route.or_else(|| self.route_for(&view.method, &view.path))
         else {
             return Admission::Answered(self.deny(&Denial::no_route(), record, host));
         };
@@ -151,9 +166,21 @@ impl CompiledConfig {
         if let Err(refusal) = self.ip_rules.check_route(route_index, view.client_ip) {
             return Admission::Answered(self.refuse_client_address(refusal, record, host));
         }
+        if let (Some(preflight), Some(_)) = (&preflight, preflight_route) {
+            return Admission::Answered(self.answer_preflight(
+                route_index,
+                preflight,
+                record,
+                host,
+            ));
+        }
+        let cors_headers = self
+            .cors
+            .response_headers(route_index, view.header("origin"));
+        let answered = |reply: LocalReply| Admission::Answered(with_headers(reply, &cors_headers));
         let limits = self.request_limits.for_route(route_index);
         if let Err(refusal) = limits.check_headers(&raw.headers) {
-            return Admission::Answered(self.refuse_oversize(refusal, record, host));
+            return answered(self.refuse_oversize(refusal, record, host));
         }
 
         let (identity, auth_edits) =
@@ -164,7 +191,7 @@ impl CompiledConfig {
                 AuthOutcome::Authenticated(identity, edits) => (identity, edits),
                 AuthOutcome::Denied(denial, reason) => {
                     record.reason = Some(reason.to_string());
-                    return Admission::Answered(self.deny(&denial, record, host));
+                    return answered(self.deny(&denial, record, host));
                 }
                 AuthOutcome::KeysPending { max_wait_ms } if attempt.may_wait() => {
                     return Admission::AwaitingKeys { max_wait_ms }
@@ -172,7 +199,7 @@ impl CompiledConfig {
                 AuthOutcome::KeysPending { .. } => {
                     host.count(Metric::AuthDenied, 1);
                     let denial = crate::auth::challenge::keys_unavailable();
-                    return Admission::Answered(self.deny(&denial, record, host));
+                    return answered(self.deny(&denial, record, host));
                 }
             };
         host.count(Metric::AuthAllowed, 1);
@@ -180,7 +207,7 @@ impl CompiledConfig {
 
         let response_headers = match self.limits.check(&view, &identity, route, host) {
             Ok(headers) => headers,
-            Err(denial) => return Admission::Answered(self.deny(&denial, record, host)),
+            Err(denial) => return answered(self.deny(&denial, record, host)),
         };
 
         let policy_bytes = route
@@ -203,9 +230,18 @@ impl CompiledConfig {
             route_index,
             edits,
             response_headers,
+            cors_headers,
             body,
             record,
         }))
+    }
+
+    /// The first route that serves `method` on `path`.
+    fn route_for(&self, method: &str, path: &str) -> Option<usize> {
+        self.config
+            .routes
+            .iter()
+            .position(|r| r.matcher.matches(method, path))
     }
 
     /// `size` bytes of an admitted request's body have arrived (so far):
@@ -216,8 +252,10 @@ impl CompiledConfig {
         size: u64,
         host: &dyn Host,
     ) -> Result<(), LocalReply> {
-        request_limits::check_body(admitted.body.max_bytes, size)
-            .map_err(|refusal| self.refuse_oversize(refusal, admitted.record.clone(), host))
+        request_limits::check_body(admitted.body.max_bytes, size).map_err(|refusal| {
+            let reply = self.refuse_oversize(refusal, admitted.record.clone(), host);
+            with_headers(reply, &admitted.cors_headers)
+        })
     }
 
     /// Like [`CompiledConfig::check_request_body`], for the body of a
@@ -246,12 +284,14 @@ impl CompiledConfig {
             route_index,
             mut edits,
             response_headers,
+            cors_headers,
             body: body_plan,
             mut record,
         } = admitted;
         let Some(route) = self.route(route_index) else {
             return Err(self.deny(&Denial::no_route(), record, host));
         };
+        let refused = |reply: LocalReply| with_headers(reply, &cors_headers);
         let decision = self.policy.authorize(
             &RequestContext {
                 view: &view,
@@ -286,7 +326,7 @@ impl CompiledConfig {
                 );
                 denial.headers = decision.headers;
                 denial.body = decision.body;
-                return Err(self.deny(&denial, record, host));
+                return Err(refused(self.deny(&denial, record, host)));
             }
         } else {
             host.count(Metric::PolicyAllowed, 1);
@@ -299,12 +339,13 @@ impl CompiledConfig {
         }
         let mut add_headers = response_headers;
         add_headers.extend(decision.response_headers_to_add);
+        add_headers.extend(cors_headers.iter().cloned());
         let mut redaction = match self
             .redactor
             .plan_response(route, &decision.redact, &view.method)
         {
             Ok(redaction) => redaction,
-            Err(denial) => return Err(self.deny(&denial, record, host)),
+            Err(denial) => return Err(refused(self.deny(&denial, record, host))),
         };
         redaction.ngsi_attribute = redact::ngsi_attribute(&view.path);
         edits.merge(redact::request_edits(route, &view, &redaction));
@@ -322,12 +363,38 @@ impl CompiledConfig {
             max_body_bytes: body_plan.max_bytes,
             response: ResponsePlan {
                 add_headers,
-                remove_headers: self.redactor.response_headers_to_remove(route),
+                remove_headers: self.response_headers_to_remove(route_index, route),
                 redaction,
             },
             record,
         })
     }
+}
+
+impl CompiledConfig {
+    /// Upstream response headers the client must not get: the redaction
+    /// block's, and on a CORS route the upstream's own CORS headers.
+    fn response_headers_to_remove(
+        &self,
+        route_index: usize,
+        route: &crate::config::RouteConfig,
+    ) -> Vec<String> {
+        let mut names = self.redactor.response_headers_to_remove(route);
+        if self.cors.governs(route_index) {
+            names.extend(
+                cors::UPSTREAM_HEADERS_REPLACED
+                    .iter()
+                    .map(|n| n.to_string()),
+            );
+        }
+        names
+    }
+}
+
+/// A reply with `headers` added (the route's CORS headers).
+fn with_headers(mut reply: LocalReply, headers: &[(String, String)]) -> LocalReply {
+    reply.headers.extend(headers.iter().cloned());
+    reply
 }
 
 fn header_value(raw: &RawRequest, name: &str) -> String {

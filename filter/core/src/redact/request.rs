@@ -65,6 +65,7 @@ mod tests {
             name: "r".into(),
             matcher: RouteMatch::default(),
             ip_rules: Default::default(),
+            cors: None,
             request_limits: Default::default(),
             auth: Default::default(),
             policy: Default::default(),

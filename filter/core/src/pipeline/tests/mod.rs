@@ -3,6 +3,7 @@
 //! through it, the test lives here, in a file named after the stage.
 
 mod auth;
+mod cors;
 mod ip_rules;
 mod policy;
 mod ratelimit;
@@ -74,7 +75,7 @@ fn denials_count_per_route_and_stage_and_every_route_counter_exists_from_the_sta
     assert_eq!(named("closed", Stage::Auth), Some(2));
     assert_eq!(named("open", Stage::Auth), Some(0));
     assert_eq!(named("closed", Stage::Policy), Some(0));
-    assert_eq!(host.named_counters.borrow().len(), 12);
+    assert_eq!(host.named_counters.borrow().len(), 14);
 }
 
 #[test]
