@@ -708,42 +708,15 @@ mod properties {
     }
 
     fn document() -> impl Strategy<Value = Value> {
-        leaf().prop_recursive(5, 64, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(
-                    |members| {
-                        Value::Object(
-                            members
-                                .into_iter()
-                                .map(|(k, v)| (k.to_string(), v))
-                                .collect(),
-                        )
-                    }
-                ),
-            ]
-        })
+        json_documents(leaf(), KEYS, (5, 64, 6), 0)
     }
 
     /// A document whose strings each carry a planted detector match.
     fn planted_document() -> impl Strategy<Value = Value> {
         let text = ("[a-z]{1,8}", prop::sample::select(PLANTED), "[a-z]{0,8}")
             .prop_map(|(before, pii, after)| Value::String(format!("{before} {pii} {after}")));
-        text.prop_recursive(4, 32, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 1..4).prop_map(Value::Array),
-                prop::collection::vec((prop::sample::select(KEYS), inner), 1..4).prop_map(
-                    |members| {
-                        Value::Object(
-                            members
-                                .into_iter()
-                                .map(|(k, v)| (k.to_string(), v))
-                                .collect(),
-                        )
-                    }
-                ),
-            ]
-        })
+        // Every container holds at least one planted string.
+        json_documents(text, KEYS, (4, 32, 5), 1)
     }
 
     fn mixed() -> Redactor {
@@ -934,19 +907,33 @@ fn fragment_document() -> impl proptest::strategy::Strategy<Value = Value> {
         any::<i32>().prop_map(Value::from),
         Just(Value::Null),
     ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
+    json_documents(leaf, NAMES, (4, 48, 6), 0)
+}
+
+/// JSON trees of `leaf` values: arrays and objects (member names from
+/// `names`, repeats collapsing as in a parsed document) nested as
+/// proptest's `(depth, size, width)` allow, each container with at least
+/// `min_members`.
+fn json_documents(
+    leaf: impl proptest::strategy::Strategy<Value = Value> + 'static,
+    names: &'static [&'static str],
+    (depth, size, width): (u32, u32, u32),
+    min_members: usize,
+) -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let members = min_members..width as usize;
+    leaf.prop_recursive(depth, size, width, move |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::vec((proptest::sample::select(NAMES), inner), 0..6).prop_map(
-                |members| {
+            proptest::collection::vec(inner.clone(), members.clone()).prop_map(Value::Array),
+            proptest::collection::vec((proptest::sample::select(names), inner), members.clone())
+                .prop_map(|members| {
                     Value::Object(
                         members
                             .into_iter()
                             .map(|(k, v)| (k.to_string(), v))
                             .collect(),
                     )
-                }
-            ),
+                }),
         ]
     })
 }
