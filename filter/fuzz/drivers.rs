@@ -388,6 +388,13 @@ pub fn request(data: &[u8]) {
     let host = MemoryHost::at_unix_seconds(NOW);
     if let Ok(admitted) = gateway.admit(&raw, &host as &dyn Host) {
         check_normalized_path(&admitted.view.path);
+        let size = message.body.len() as u64;
+        if gateway
+            .check_request_body(&admitted, size, &host as &dyn Host)
+            .is_err()
+        {
+            return;
+        }
         let body = admitted
             .body
             .policy_bytes
