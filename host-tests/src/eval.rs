@@ -154,6 +154,26 @@ pub struct Evaluation {
     pub outcome: GatewayAction,
 }
 
+impl Evaluation {
+    /// A request a stage answered before the policy was asked.
+    fn answered_early(
+        route: Option<String>,
+        reply: citygate_core::http::LocalReply,
+        host: &EvalHost,
+    ) -> Self {
+        Self {
+            route,
+            identity: None,
+            input: None,
+            input_error: None,
+            decision: None,
+            redaction_profiles: Vec::new(),
+            eval_micros: None,
+            outcome: answered(reply, host),
+        }
+    }
+}
+
 /// What the gateway does with the request: forwards it upstream (as
 /// changed) or answers it itself.
 #[derive(Debug, Clone, Serialize)]
@@ -209,32 +229,19 @@ pub fn evaluate(
     let admitted = match gateway.admit(&raw, &host) {
         Ok(admitted) => admitted,
         Err(reply) => {
-            return Ok(Evaluation {
-                route: last_decision_line(&host).and_then(|l| text(&l, "route")),
-                identity: None,
-                input: None,
-                input_error: None,
-                decision: None,
-                redaction_profiles: Vec::new(),
-                eval_micros: None,
-                outcome: answered(reply, &host),
-            })
+            let route = last_decision_line(&host).and_then(|l| text(&l, "route"));
+            return Ok(Evaluation::answered_early(route, reply, &host));
         }
     };
     let route = gateway
         .route(admitted.route_index)
         .ok_or_else(|| anyhow!("the admitted route is gone"))?;
     if let Err(reply) = gateway.check_request_body(&admitted, request.body.len() as u64, &host) {
-        return Ok(Evaluation {
-            route: Some(route.name.clone()),
-            identity: None,
-            input: None,
-            input_error: None,
-            decision: None,
-            redaction_profiles: Vec::new(),
-            eval_micros: None,
-            outcome: answered(reply, &host),
-        });
+        return Ok(Evaluation::answered_early(
+            Some(route.name.clone()),
+            reply,
+            &host,
+        ));
     }
     let (body, truncated) = match admitted.body.policy_bytes {
         Some(limit) => (

@@ -26,12 +26,12 @@ use crate::decision_log::DecisionRecord;
 use crate::deny::{self, Denial};
 use crate::host::Host;
 use crate::http::LocalReply;
-use crate::ip_rules::{IpRules, Refusal};
+use crate::ip_rules::IpRules;
 use crate::metrics::{self, Metric};
 use crate::policy::PolicyEngine;
 use crate::ratelimit::RateLimiter;
 use crate::redact::Redactor;
-use crate::request_limits::{self, RequestLimits};
+use crate::request_limits::RequestLimits;
 
 /// A plugin configuration compiled for per-request work: every stage
 /// prepared once in `on_configure`, then shared by all requests of the VM.
@@ -128,16 +128,16 @@ impl CompiledConfig {
         reply
     }
 
-    /// A client address the gateway's or the route's IP rules refuse: the
-    /// decision log names the network, the client's reply does not.
-    pub(crate) fn refuse_client_address(
+    /// A refusal whose decision-log `reason` says more than the client's
+    /// reply (the network an address is in, the size seen, the origin).
+    pub(crate) fn refuse(
         &self,
-        refusal: Refusal,
+        denial: Denial,
+        reason: String,
         mut record: DecisionRecord,
         host: &dyn Host,
     ) -> LocalReply {
-        let denial = refusal.denial();
-        record.reason = Some(refusal.reason);
+        record.reason = Some(reason);
         self.deny(&denial, record, host)
     }
 
@@ -166,24 +166,8 @@ impl CompiledConfig {
                     body: Vec::new(),
                 }
             }
-            Err(refusal) => {
-                let denial = refusal.denial();
-                record.reason = Some(refusal.reason);
-                self.deny(&denial, record, host)
-            }
+            Err(refusal) => self.refuse(refusal.denial(), refusal.reason, record, host),
         }
-    }
-
-    /// A request over a size limit: the decision log says by how much.
-    pub(crate) fn refuse_oversize(
-        &self,
-        refusal: request_limits::Refusal,
-        mut record: DecisionRecord,
-        host: &dyn Host,
-    ) -> LocalReply {
-        let denial = refusal.denial();
-        record.reason = Some(refusal.reason);
-        self.deny(&denial, record, host)
     }
 
     /// The decision line of a forwarded request, written when its stream ends

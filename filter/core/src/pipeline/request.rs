@@ -140,7 +140,12 @@ impl CompiledConfig {
         record.method = view.method.clone();
         record.path = view.path.clone();
         if let Err(refusal) = self.ip_rules.check_gateway(view.client_ip) {
-            return Admission::Answered(self.refuse_client_address(refusal, record, host));
+            return Admission::Answered(self.refuse(
+                refusal.denial(),
+                refusal.reason,
+                record,
+                host,
+            ));
         }
         // A preflight asks about the request to come: it belongs to the
         // route that request's method would take, if that route has CORS;
@@ -164,7 +169,12 @@ impl CompiledConfig {
         let route = &self.config.routes[route_index];
         record.route = Some(route.name.clone());
         if let Err(refusal) = self.ip_rules.check_route(route_index, view.client_ip) {
-            return Admission::Answered(self.refuse_client_address(refusal, record, host));
+            return Admission::Answered(self.refuse(
+                refusal.denial(),
+                refusal.reason,
+                record,
+                host,
+            ));
         }
         if let (Some(preflight), Some(_)) = (&preflight, preflight_route) {
             return Admission::Answered(self.answer_preflight(
@@ -180,7 +190,7 @@ impl CompiledConfig {
         let answered = |reply: LocalReply| Admission::Answered(with_headers(reply, &cors_headers));
         let limits = self.request_limits.for_route(route_index);
         if let Err(refusal) = limits.check_headers(&raw.headers) {
-            return answered(self.refuse_oversize(refusal, record, host));
+            return answered(self.refuse(refusal.denial(), refusal.reason, record, host));
         }
 
         let (identity, auth_edits) =
@@ -253,7 +263,12 @@ impl CompiledConfig {
         host: &dyn Host,
     ) -> Result<(), LocalReply> {
         request_limits::check_body(admitted.body.max_bytes, size).map_err(|refusal| {
-            let reply = self.refuse_oversize(refusal, admitted.record.clone(), host);
+            let reply = self.refuse(
+                refusal.denial(),
+                refusal.reason,
+                admitted.record.clone(),
+                host,
+            );
             with_headers(reply, &admitted.cors_headers)
         })
     }
@@ -266,8 +281,14 @@ impl CompiledConfig {
         size: u64,
         host: &dyn Host,
     ) -> Result<(), LocalReply> {
-        request_limits::check_body(forwarded.max_body_bytes, size)
-            .map_err(|refusal| self.refuse_oversize(refusal, forwarded.record.clone(), host))
+        request_limits::check_body(forwarded.max_body_bytes, size).map_err(|refusal| {
+            self.refuse(
+                refusal.denial(),
+                refusal.reason,
+                forwarded.record.clone(),
+                host,
+            )
+        })
     }
 
     /// The Rego decision, then the plan for the response.

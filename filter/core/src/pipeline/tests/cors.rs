@@ -22,6 +22,23 @@ fn options(path: &str, extra: &[(&str, &str)]) -> RawRequest {
     raw
 }
 
+/// A preflight for `/v2/entities` that admission answers.
+fn refused_preflight(
+    gw: &CompiledConfig,
+    host: &MemoryHost,
+    origin: &str,
+    method: &str,
+) -> LocalReply {
+    let request = options(
+        "/v2/entities",
+        &[
+            ("origin", origin),
+            ("access-control-request-method", method),
+        ],
+    );
+    gw.admit(&request, host).unwrap_err()
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     crate::http::first_value(headers, name)
 }
@@ -70,15 +87,7 @@ fn a_preflight_from_another_origin_is_refused_with_403_and_no_grant() {
     let gw = gateway(CITY);
     let host = MemoryHost::default();
     for origin in ["https://evil.example", "null"] {
-        let reply = gw
-            .admit(
-                &options(
-                    "/v2/entities",
-                    &[("origin", origin), ("access-control-request-method", "GET")],
-                ),
-                &host,
-            )
-            .unwrap_err();
+        let reply = refused_preflight(&gw, &host, origin, "GET");
         assert_eq!(reply.status, 403, "{origin}");
         assert_eq!(header(&reply.headers, "access-control-allow-origin"), None);
         let line: serde_json::Value =
@@ -171,18 +180,7 @@ fn replies_of_a_cors_route_carry_the_grant_and_drop_the_upstreams() {
 fn a_preflight_for_a_method_no_route_serves_is_refused_by_the_paths_cors_route() {
     let gw = gateway(CITY);
     let host = MemoryHost::default();
-    let reply = gw
-        .admit(
-            &options(
-                "/v2/entities",
-                &[
-                    ("origin", "https://maps.city.example"),
-                    ("access-control-request-method", "DELETE"),
-                ],
-            ),
-            &host,
-        )
-        .unwrap_err();
+    let reply = refused_preflight(&gw, &host, "https://maps.city.example", "DELETE");
     assert_eq!(reply.status, 403);
     let line: serde_json::Value = serde_json::from_str(host.log_lines().last().unwrap()).unwrap();
     assert_eq!(line["reason"], "method DELETE is not allowed");
