@@ -9,6 +9,8 @@ use serde::Serialize;
 pub enum IdentityKind {
     ApiKey,
     Jwt,
+    /// An opaque bearer token the authorization server vouched for (RFC 7662).
+    OpaqueToken,
     Mtls,
     Anonymous,
 }
@@ -18,6 +20,7 @@ impl IdentityKind {
         match self {
             Self::ApiKey => "api_key",
             Self::Jwt => "jwt",
+            Self::OpaqueToken => "opaque_token",
             Self::Mtls => "mtls",
             Self::Anonymous => "anonymous",
         }

@@ -7,11 +7,12 @@ use citygate_core::host::Host;
 use citygate_core::http::{HeaderEdits, LocalReply, UpstreamEdits};
 use citygate_core::normalize::{ConnectionInfo, PeerCertificate, RawRequest};
 use citygate_core::pipeline::{Admission, Admitted, Attempt, CompiledConfig};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::envoy_host::EnvoyHost;
-use crate::state::{RequestState, ResponseState};
+use crate::state::{Introspecting, RequestState, ResponseState};
 use crate::waiters::{KeyWaiter, Shared};
 
 pub(crate) struct CitygateHttp {
@@ -80,6 +81,14 @@ impl CitygateHttp {
                     ..waiter
                 });
                 self.request = RequestState::AwaitingKeys;
+                return Action::Pause;
+            }
+            Admission::AwaitingIntrospection(pending) => {
+                self.request = RequestState::AwaitingIntrospection(Box::new(Introspecting {
+                    pending,
+                    end_of_stream: waiter.end_of_stream,
+                    body_done: None,
+                }));
                 return Action::Pause;
             }
         };
@@ -277,7 +286,58 @@ impl CitygateHttp {
     }
 }
 
-impl Context for CitygateHttp {}
+impl Context for CitygateHttp {
+    /// The authorization server's answer about this request's token: kept
+    /// by the core, then the request is judged again (and resumed if it
+    /// goes upstream).
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let waiting = match std::mem::replace(&mut self.request, RequestState::Headers) {
+            RequestState::AwaitingIntrospection(waiting) if waiting.pending.callout == token_id => {
+                waiting
+            }
+            other => {
+                self.request = other;
+                return;
+            }
+        };
+        // As in the root: a failed call has no headers, and its getters
+        // must not be called (the SDK would panic on Envoy's BadArgument).
+        let status = if num_headers == 0 {
+            0
+        } else {
+            self.get_http_call_response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let body = if num_headers == 0 || body_size == 0 {
+            Vec::new()
+        } else {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        };
+        self.config
+            .accept_introspection(&waiting.pending, status, &body, &self.host);
+        let waiter = KeyWaiter {
+            context_id: self.context_id,
+            deadline_nanos: 0,
+            end_of_stream: waiting.end_of_stream,
+            body_done: None,
+        };
+        let mut action = self.judge_headers(Attempt::Final, waiter);
+        if let (RequestState::AwaitingBody(_), Some(size)) = (&self.request, waiting.body_done) {
+            action = self.finish_request_body(size);
+        }
+        if let (RequestState::Forwarded(_), Action::Continue) = (&self.request, action) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for CitygateHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -298,6 +358,12 @@ impl HttpContext for CitygateHttp {
             }
             return Action::Pause;
         }
+        if let RequestState::AwaitingIntrospection(waiting) = &mut self.request {
+            if end_of_stream {
+                waiting.body_done = Some(Some(body_size));
+            }
+            return Action::Pause;
+        }
         match (&self.request, end_of_stream) {
             (RequestState::AwaitingBody(_), false) => self.hold_request_body(body_size),
             (RequestState::AwaitingBody(_), true) => self.finish_request_body(Some(body_size)),
@@ -311,6 +377,10 @@ impl HttpContext for CitygateHttp {
         self.adopt_settled();
         if let RequestState::AwaitingKeys = self.request {
             self.note_body_done(None);
+            return Action::Pause;
+        }
+        if let RequestState::AwaitingIntrospection(waiting) = &mut self.request {
+            waiting.body_done = Some(None);
             return Action::Pause;
         }
         match self.request {
@@ -401,6 +471,9 @@ impl HttpContext for CitygateHttp {
                 .waiters
                 .borrow_mut()
                 .retain(|w| w.context_id != id);
+        }
+        if let RequestState::AwaitingIntrospection(waiting) = &self.request {
+            self.config.abandon_introspection(&waiting.pending);
         }
         if let RequestState::Forwarded(forwarded) = &self.request {
             let record = forwarded.record.clone();

@@ -47,39 +47,48 @@ pub fn missing_credentials(realm: &str, methods: &[AuthMethod]) -> Denial {
         "this API requires credentials",
         Metric::AuthMissingCredentials,
     );
+    let mut schemes: Vec<&str> = Vec::new();
     for method in methods {
-        match method {
-            AuthMethod::Jwt => {
-                denial = denial.with_header("www-authenticate", challenge("Bearer", realm, None))
-            }
-            AuthMethod::ApiKey => {
-                denial = denial.with_header("www-authenticate", challenge("ApiKey", realm, None))
-            }
-            AuthMethod::Mtls => {}
+        let scheme = match method {
+            AuthMethod::Jwt | AuthMethod::Introspection => "Bearer",
+            AuthMethod::ApiKey => "ApiKey",
+            AuthMethod::Mtls => continue,
+        };
+        if !schemes.contains(&scheme) {
+            schemes.push(scheme);
         }
     }
     if methods.is_empty() {
-        denial = denial.with_header("www-authenticate", challenge("Bearer", realm, None));
+        schemes.push("Bearer");
+    }
+    for scheme in schemes {
+        denial = denial.with_header("www-authenticate", challenge(scheme, realm, None));
     }
     denial
 }
 
 pub fn invalid_token(realm: &str, error: JwtError) -> Denial {
+    invalid_bearer(realm, error.description())
+}
+
+/// An opaque token the authorization server does not vouch for. The client
+/// learns no more (RFC 7662 §2.2: expired, revoked and unknown look alike).
+pub fn inactive_token(realm: &str) -> Denial {
+    invalid_bearer(realm, "the token is not active")
+}
+
+fn invalid_bearer(realm: &str, description: &'static str) -> Denial {
     Denial::new(
         401,
         Stage::Auth,
         "invalid-token",
         "Unauthorized",
-        error.description(),
+        description,
         Metric::AuthInvalidCredentials,
     )
     .with_header(
         "www-authenticate",
-        challenge(
-            "Bearer",
-            realm,
-            Some(("invalid_token", error.description())),
-        ),
+        challenge("Bearer", realm, Some(("invalid_token", description))),
     )
 }
 
@@ -110,7 +119,7 @@ pub fn insufficient_scope(realm: &str, identity: &Identity, required_scopes: &[S
         Metric::AuthInsufficientScope,
     );
     let scheme = match identity.kind {
-        IdentityKind::Jwt => Some("Bearer"),
+        IdentityKind::Jwt | IdentityKind::OpaqueToken => Some("Bearer"),
         IdentityKind::ApiKey => Some("ApiKey"),
         IdentityKind::Mtls | IdentityKind::Anonymous => None,
     };
@@ -132,6 +141,20 @@ pub fn keys_unavailable() -> Denial {
         "keys-unavailable",
         "Service Unavailable",
         "the identity provider's keys are not available yet; retry shortly",
+        Metric::AuthUnavailable,
+    )
+    .with_header("retry-after", "1")
+}
+
+/// The authorization server did not answer usably in time (or too many
+/// calls are in flight): fail closed, never allow.
+pub fn introspection_unavailable() -> Denial {
+    Denial::new(
+        503,
+        Stage::Auth,
+        "introspection-unavailable",
+        "Service Unavailable",
+        "the authorization server could not check the token; retry shortly",
         Metric::AuthUnavailable,
     )
     .with_header("retry-after", "1")

@@ -11,6 +11,7 @@ use serde_json::Value;
 pub struct AuthConfig {
     pub api_keys: ApiKeysConfig,
     pub jwt: JwtConfig,
+    pub introspection: IntrospectionConfig,
     pub mtls: MtlsConfig,
     pub identity_headers: IdentityHeadersConfig,
 }
@@ -238,6 +239,89 @@ impl Default for ClaimMappingConfig {
     }
 }
 
+/// Opaque bearer tokens, checked at an authorization server's RFC 7662
+/// introspection endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrospectionConfig {
+    pub providers: Vec<IntrospectionProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionProviderConfig {
+    /// Referenced by routes' `introspection_providers`; names metrics' log lines.
+    pub name: String,
+    /// The Envoy cluster of the authorization server (TLS on the cluster).
+    pub cluster: String,
+    /// `:authority` of the call, e.g. `idp.city.example`.
+    pub authority: String,
+    /// `:path` of the introspection endpoint, e.g.
+    /// `/realms/city/protocol/openid-connect/token/introspect`.
+    pub path: String,
+    /// citygate's own client at the authorization server (HTTP Basic).
+    pub client_id: String,
+    /// Write it as `${env:NAME}`.
+    pub client_secret: Secret,
+    /// When set, the answer's `iss` must be exactly this.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The answer's `aud` must contain one of these (empty: not checked).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The request waits at most this long for the answer, then 503.
+    #[serde(default = "default_introspection_timeout")]
+    pub timeout_ms: u64,
+    /// An active answer is reused until the token's `exp`, at most this long.
+    #[serde(default = "default_active_cache")]
+    pub cache_seconds: u64,
+    /// An inactive answer is reused this long, so a flood of made-up
+    /// tokens costs the authorization server one call per token.
+    #[serde(default = "default_inactive_cache")]
+    pub inactive_cache_seconds: u64,
+    /// Answers kept per worker (active and inactive each).
+    #[serde(default = "default_introspection_cache_capacity")]
+    pub cache_capacity: usize,
+    /// Calls in flight per worker; past it a request gets 503 at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_max_opaque_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Where tokens are read, in order. Default: `Authorization: Bearer`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<TokenSourceConfig>,
+    /// Members of the introspection answer → identity (the same paths as
+    /// a JWT's claims).
+    #[serde(default)]
+    pub claims: ClaimMappingConfig,
+}
+
+fn default_introspection_timeout() -> u64 {
+    2000
+}
+
+fn default_active_cache() -> u64 {
+    300
+}
+
+fn default_inactive_cache() -> u64 {
+    10
+}
+
+fn default_introspection_cache_capacity() -> usize {
+    4096
+}
+
+fn default_max_in_flight() -> usize {
+    64
+}
+
+fn default_max_opaque_token_bytes() -> usize {
+    4096
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +391,8 @@ impl Default for IdentityHeadersConfig {
 pub enum AuthMethod {
     ApiKey,
     Jwt,
+    /// An opaque bearer token, checked by RFC 7662 introspection.
+    Introspection,
     Mtls,
 }
 
@@ -325,6 +411,9 @@ pub struct RouteAuth {
     /// Restricts `jwt` to these providers (default: all).
     #[serde(default)]
     pub jwt_providers: Vec<String>,
+    /// Restricts `introspection` to these providers (default: all).
+    #[serde(default)]
+    pub introspection_providers: Vec<String>,
     /// The identity must hold every one of these scopes (else 403).
     #[serde(default)]
     pub required_scopes: Vec<String>,

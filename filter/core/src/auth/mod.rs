@@ -11,9 +11,11 @@ pub mod challenge;
 pub mod config;
 pub mod credential;
 pub mod headers;
+pub mod introspection;
 pub mod jwt;
 pub mod mtls;
 pub mod time;
+pub mod token_source;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,6 +32,7 @@ use crate::normalize::RequestView;
 use api_key::ApiKeyStore;
 use credential::{Found, Location};
 use headers::IdentityHeaders;
+use introspection::{Introspector, Lookup};
 use jwt::provider::{JwtOutcome, Provider};
 use jwt::JwtError;
 use mtls::DeviceMapper;
@@ -45,19 +48,40 @@ pub enum AuthOutcome {
     KeysPending {
         max_wait_ms: u64,
     },
+    /// An opaque token this worker has no answer for: the pipeline asks
+    /// the authorization server and judges the request again.
+    Introspect(IntrospectionCall),
+}
+
+/// A token to introspect. `Debug` shows the provider only: the token is a
+/// credential.
+#[derive(Clone)]
+pub struct IntrospectionCall {
+    provider: usize,
+    token: Box<str>,
+}
+
+impl std::fmt::Debug for IntrospectionCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionCall")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
 }
 
 const MISSING: &str = "missing-credentials";
 
-/// Per route: the providers its `jwt` method may use.
+/// Per route: the providers its `jwt` and `introspection` methods may use.
 #[derive(Debug, Default)]
 struct RoutePlan {
     providers: Vec<usize>,
+    introspectors: Vec<usize>,
 }
 
 pub struct Authenticator {
     api_keys: ApiKeyStore,
     providers: Vec<Provider>,
+    introspectors: Vec<Introspector>,
     devices: DeviceMapper,
     headers: IdentityHeaders,
     /// Every query parameter that can carry a credential.
@@ -81,13 +105,31 @@ impl Authenticator {
             }
             providers.push(compiled);
         }
+        let mut introspectors: Vec<Introspector> = Vec::new();
+        for (index, provider) in config.introspection.providers.iter().enumerate() {
+            let compiled = Introspector::compile(index, provider)?;
+            if introspectors.iter().any(|p| p.name == compiled.name) {
+                return Err(ConfigError::new(
+                    format!("$.auth.introspection.providers[{index}].name"),
+                    format!("duplicate provider name `{}`", compiled.name),
+                ));
+            }
+            introspectors.push(compiled);
+        }
         let mut query_params = vec![api_keys.query_param().to_string()];
         for provider in &providers {
             query_params.extend(provider.query_params().map(str::to_string));
         }
+        for provider in &introspectors {
+            query_params.extend(provider.query_params().map(str::to_string));
+        }
+        let names = ProviderNames {
+            jwt: providers.iter().map(|p| p.name.as_str()).collect(),
+            introspection: introspectors.iter().map(|p| p.name.as_str()).collect(),
+        };
         let mut plans = HashMap::new();
         for (index, route) in routes.iter().enumerate() {
-            let plan = plan_route(&route.auth, &providers, &format!("$.routes[{index}].auth"))?;
+            let plan = plan_route(&route.auth, &names, &format!("$.routes[{index}].auth"))?;
             plans.insert(route.name.clone(), plan);
         }
         Ok(Self {
@@ -95,6 +137,7 @@ impl Authenticator {
             devices: DeviceMapper::compile(&config.mtls)?,
             headers: IdentityHeaders::compile(&config.identity_headers)?,
             providers,
+            introspectors,
             query_params,
             routes: plans,
             fetches: RefCell::new(HashMap::new()),
@@ -151,6 +194,14 @@ impl Authenticator {
                     let Some((provider, found)) = self.find_jwt(view, route, plan) else {
                         continue;
                     };
+                    // On a route that also introspects, a token that is not
+                    // a JWT of a configured issuer is the authorization
+                    // server's to judge. Decoding the claimed `iss` costs a
+                    // base64 and JSON pass: only such routes pay it.
+                    let introspects = auth.methods.contains(&AuthMethod::Introspection);
+                    if introspects && !issued_by(provider, &found.value) {
+                        continue;
+                    }
                     let Some(provider) = provider else {
                         // A token nobody can parse is malformed, not of
                         // another issuer.
@@ -173,6 +224,26 @@ impl Authenticator {
                         JwtOutcome::KeysPending { max_wait_ms } => {
                             AuthOutcome::KeysPending { max_wait_ms }
                         }
+                    };
+                }
+                AuthMethod::Introspection => {
+                    let Some((index, found)) = self.find_opaque(view, route, plan) else {
+                        continue;
+                    };
+                    let Some(introspector) = self.introspectors.get(index) else {
+                        continue;
+                    };
+                    return match introspector.lookup(&found.value, host) {
+                        Lookup::Active(identity) => {
+                            self.admit(view, route, realm, identity, Some(&found))
+                        }
+                        Lookup::Inactive(reason) => {
+                            AuthOutcome::Denied(challenge::inactive_token(realm), reason)
+                        }
+                        Lookup::Unknown => AuthOutcome::Introspect(IntrospectionCall {
+                            provider: index,
+                            token: found.value.into_boxed_str(),
+                        }),
                     };
                 }
                 AuthMethod::Mtls => {
@@ -226,6 +297,59 @@ impl Authenticator {
             }
         };
         Some((provider, found))
+    }
+
+    /// The first token one of the route's introspection providers reads,
+    /// with the first provider (in the route's order) that reads it there.
+    fn find_opaque(
+        &self,
+        view: &RequestView,
+        route: &RouteConfig,
+        plan: &RoutePlan,
+    ) -> Option<(usize, Found)> {
+        let allow_query = route.auth.credentials_in_query;
+        plan.introspectors.iter().find_map(|&index| {
+            let found = self
+                .introspectors
+                .get(index)?
+                .find_token(view, allow_query)?;
+            Some((index, found))
+        })
+    }
+
+    /// Starts the call for an opaque token (from the request's own
+    /// context, so the answer comes back to it); the callout's token.
+    pub fn start_introspection(
+        &self,
+        call: &IntrospectionCall,
+        host: &dyn Host,
+    ) -> Result<u32, introspection::StartError> {
+        match self.introspectors.get(call.provider) {
+            Some(introspector) => introspector.start(&call.token, host),
+            None => Err("introspection-dispatch-failed"),
+        }
+    }
+
+    /// The authorization server's answer to `callout` (`status` 0 for a
+    /// failed call), kept for the request's next judgement.
+    pub fn accept_introspection(
+        &self,
+        call: &IntrospectionCall,
+        callout: u32,
+        status: u16,
+        body: &[u8],
+        host: &dyn Host,
+    ) {
+        if let Some(introspector) = self.introspectors.get(call.provider) {
+            introspector.accept(&call.token, callout, status, body, host);
+        }
+    }
+
+    /// The request waiting for `callout` ended first.
+    pub fn abandon_introspection(&self, call: &IntrospectionCall, callout: u32) {
+        if let Some(introspector) = self.introspectors.get(call.provider) {
+            introspector.abandon(callout);
+        }
     }
 
     /// Route requirements, then the upstream edits for an accepted identity.
@@ -284,6 +408,9 @@ impl Authenticator {
         for provider in &self.providers {
             found.extend(provider.tokens_in_headers(view));
         }
+        for provider in &self.introspectors {
+            found.extend(provider.tokens_in_headers(view));
+        }
         found
     }
 
@@ -327,11 +454,19 @@ impl Authenticator {
     }
 }
 
-fn plan_route(
-    auth: &RouteAuth,
-    providers: &[Provider],
-    at: &str,
-) -> Result<RoutePlan, ConfigError> {
+/// Whether `token` claims the issuer of `provider` (unverified; the
+/// provider verifies it afterwards).
+fn issued_by(provider: Option<&Provider>, token: &str) -> bool {
+    provider.is_some_and(|p| Provider::claimed_issuer(token).as_deref() == Some(p.issuer.as_str()))
+}
+
+/// The names of the configured providers, for the routes' references.
+struct ProviderNames<'a> {
+    jwt: Vec<&'a str>,
+    introspection: Vec<&'a str>,
+}
+
+fn plan_route(auth: &RouteAuth, names: &ProviderNames, at: &str) -> Result<RoutePlan, ConfigError> {
     for (i, method) in auth.methods.iter().enumerate() {
         if auth
             .methods
@@ -351,36 +486,71 @@ fn plan_route(
             "`required_scopes`/`required_roles` need credentials: list `methods` and do not allow `anonymous`",
         ));
     }
-    let uses_jwt = auth.methods.contains(&AuthMethod::Jwt);
-    if uses_jwt && providers.is_empty() {
+    let providers = plan_providers(
+        auth,
+        AuthMethod::Jwt,
+        ("jwt", "jwt_providers", "$.auth.jwt.providers"),
+        &auth.jwt_providers,
+        &names.jwt,
+        at,
+    )?;
+    let introspectors = plan_providers(
+        auth,
+        AuthMethod::Introspection,
+        (
+            "introspection",
+            "introspection_providers",
+            "$.auth.introspection.providers",
+        ),
+        &auth.introspection_providers,
+        &names.introspection,
+        at,
+    )?;
+    Ok(RoutePlan {
+        providers,
+        introspectors,
+    })
+}
+
+/// The providers a route's `method` may use: the ones it names, else all.
+/// `labels` are the method's name, the route field and the providers' path.
+fn plan_providers(
+    auth: &RouteAuth,
+    method: AuthMethod,
+    (label, field, providers_at): (&str, &str, &str),
+    named: &[String],
+    configured: &[&str],
+    at: &str,
+) -> Result<Vec<usize>, ConfigError> {
+    let uses = auth.methods.contains(&method);
+    if uses && configured.is_empty() {
         return Err(ConfigError::new(
             format!("{at}.methods"),
-            "`jwt` needs at least one provider in $.auth.jwt.providers",
+            format!("`{label}` needs at least one provider in {providers_at}"),
         ));
     }
-    if !auth.jwt_providers.is_empty() && !uses_jwt {
+    if !named.is_empty() && !uses {
         return Err(ConfigError::new(
-            format!("{at}.jwt_providers"),
-            "only applies when `methods` contains `jwt`",
+            format!("{at}.{field}"),
+            format!("only applies when `methods` contains `{label}`"),
         ));
     }
-    let mut plan = RoutePlan::default();
-    if uses_jwt {
-        if auth.jwt_providers.is_empty() {
-            plan.providers = (0..providers.len()).collect();
-        }
-        for (i, name) in auth.jwt_providers.iter().enumerate() {
-            let index = providers
-                .iter()
-                .position(|p| &p.name == name)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{at}.jwt_providers[{i}]"),
-                        format!("no provider named `{name}`"),
-                    )
-                })?;
-            plan.providers.push(index);
-        }
+    if !uses {
+        return Ok(Vec::new());
     }
-    Ok(plan)
+    if named.is_empty() {
+        return Ok((0..configured.len()).collect());
+    }
+    named
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            configured.iter().position(|p| p == name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{at}.{field}[{i}]"),
+                    format!("no provider named `{name}`"),
+                )
+            })
+        })
+        .collect()
 }

@@ -16,7 +16,9 @@ mod response;
 mod tests;
 
 pub use housekeeping::TickState;
-pub use request::{Admission, Admitted, Attempt, BodyPlan, Forwarded, ResponsePlan};
+pub use request::{
+    Admission, Admitted, Attempt, BodyPlan, Forwarded, PendingIntrospection, ResponsePlan,
+};
 pub use response::ResponseHeaders;
 
 use crate::auth::Authenticator;

@@ -3,7 +3,8 @@
 //! then the policy's decision and the plan for the response.
 
 use super::CompiledConfig;
-use crate::auth::AuthOutcome;
+use crate::auth::challenge;
+use crate::auth::{AuthOutcome, IntrospectionCall};
 use crate::cors::{self, Preflight};
 use crate::decision_log::{DecisionRecord, Outcome};
 use crate::deny::{Denial, Stage};
@@ -80,6 +81,19 @@ pub enum Admission {
     AwaitingKeys {
         max_wait_ms: u64,
     },
+    /// The authorization server is being asked about the request's opaque
+    /// token: the shell pauses the request, hands the answer to
+    /// [`CompiledConfig::accept_introspection`] and judges it again with
+    /// [`Attempt::Final`].
+    AwaitingIntrospection(PendingIntrospection),
+}
+
+/// An introspection call in flight for one request.
+#[derive(Debug, Clone)]
+pub struct PendingIntrospection {
+    /// The callout's token: the answer that carries it is this request's.
+    pub callout: u32,
+    call: IntrospectionCall,
 }
 
 /// Which judgement of a request this is.
@@ -110,11 +124,41 @@ impl CompiledConfig {
             Admission::Admitted(admitted) => Ok(*admitted),
             Admission::Answered(reply) => Err(reply),
             Admission::AwaitingKeys { .. } => Err(self.deny(
-                &crate::auth::challenge::keys_unavailable(),
+                &challenge::keys_unavailable(),
                 DecisionRecord::default(),
                 host,
             )),
+            // Not reached: a request judged once only never starts a call.
+            Admission::AwaitingIntrospection(pending) => {
+                self.abandon_introspection(&pending);
+                Err(self.deny(
+                    &challenge::introspection_unavailable(),
+                    DecisionRecord::default(),
+                    host,
+                ))
+            }
         }
+    }
+
+    /// The authorization server's answer for a request that waits (`status`
+    /// 0 when the call failed or timed out). The shell then judges the
+    /// request again with [`Attempt::Final`], which finds the answer in the
+    /// cache, or gives 503 when there was none to keep.
+    pub fn accept_introspection(
+        &self,
+        pending: &PendingIntrospection,
+        status: u16,
+        body: &[u8],
+        host: &dyn Host,
+    ) {
+        self.auth
+            .accept_introspection(&pending.call, pending.callout, status, body, host);
+    }
+
+    /// The request ended while its introspection call was in flight.
+    pub fn abandon_introspection(&self, pending: &PendingIntrospection) {
+        self.auth
+            .abandon_introspection(&pending.call, pending.callout);
     }
 
     /// Like [`CompiledConfig::admit`], but a request whose identity provider's keys
@@ -208,7 +252,29 @@ impl CompiledConfig {
                 }
                 AuthOutcome::KeysPending { .. } => {
                     host.count(Metric::AuthDenied, 1);
-                    let denial = crate::auth::challenge::keys_unavailable();
+                    let denial = challenge::keys_unavailable();
+                    return answered(self.deny(&denial, record, host));
+                }
+                // Only a first judgement asks, from the request's own
+                // context; a judgement after the answer finds it cached or
+                // there was no usable answer.
+                AuthOutcome::Introspect(call) => {
+                    let reason = if attempt == Attempt::First {
+                        match self.auth.start_introspection(&call, host) {
+                            Ok(callout) => {
+                                return Admission::AwaitingIntrospection(PendingIntrospection {
+                                    callout,
+                                    call,
+                                })
+                            }
+                            Err(reason) => reason,
+                        }
+                    } else {
+                        "introspection-unavailable"
+                    };
+                    host.count(Metric::AuthDenied, 1);
+                    record.reason = Some(reason.to_string());
+                    let denial = challenge::introspection_unavailable();
                     return answered(self.deny(&denial, record, host));
                 }
             };

@@ -16,18 +16,20 @@ use std::collections::HashMap;
 
 use crate::identity::Identity;
 
-struct Entry {
-    identity: Identity,
+struct Entry<V> {
+    value: V,
     valid_until: u64,
     key_generation: u64,
 }
 
-pub struct TokenCache {
+/// What is kept per token: the identity of a verified JWT by default; the
+/// introspection cache keeps its answers in the same structure.
+pub struct TokenCache<V = Identity> {
     capacity: usize,
-    entries: RefCell<HashMap<Box<str>, Entry>>,
+    entries: RefCell<HashMap<Box<str>, Entry<V>>>,
 }
 
-impl TokenCache {
+impl<V: Clone> TokenCache<V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
@@ -35,24 +37,17 @@ impl TokenCache {
         }
     }
 
-    pub fn get(&self, token: &str, now: u64, key_generation: u64) -> Option<Identity> {
+    pub fn get(&self, token: &str, now: u64, key_generation: u64) -> Option<V> {
         let mut entries = self.entries.borrow_mut();
         let entry = entries.get(token)?;
         if now >= entry.valid_until || entry.key_generation != key_generation {
             entries.remove(token);
             return None;
         }
-        Some(entry.identity.clone())
+        Some(entry.value.clone())
     }
 
-    pub fn insert(
-        &self,
-        token: &str,
-        identity: Identity,
-        valid_until: u64,
-        key_generation: u64,
-        now: u64,
-    ) {
+    pub fn insert(&self, token: &str, value: V, valid_until: u64, key_generation: u64, now: u64) {
         if self.capacity == 0 || valid_until <= now {
             return;
         }
@@ -66,7 +61,7 @@ impl TokenCache {
         entries.insert(
             token.into(),
             Entry {
-                identity,
+                value,
                 valid_until,
                 key_generation,
             },
@@ -88,7 +83,7 @@ mod tests {
 
     #[test]
     fn entries_expire_with_the_token_and_the_key_set() {
-        let cache = TokenCache::new(4);
+        let cache: TokenCache = TokenCache::new(4);
         cache.insert("t1", Identity::anonymous(), 100, 1, 10);
         assert!(cache.get("t1", 99, 1).is_some());
         assert!(cache.get("t1", 100, 1).is_none());
@@ -99,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_token_is_found_only_by_its_exact_bytes() {
-        let cache = TokenCache::new(4);
+        let cache: TokenCache = TokenCache::new(4);
         cache.insert("eyJ.payload.sig", Identity::anonymous(), 100, 1, 10);
         assert!(cache.get("eyJ.payload.sig", 11, 1).is_some());
         assert!(cache.get("eyJ.payload.sig ", 11, 1).is_none());
@@ -109,7 +104,7 @@ mod tests {
 
     #[test]
     fn size_is_bounded_and_the_newest_token_is_kept() {
-        let cache = TokenCache::new(2);
+        let cache: TokenCache = TokenCache::new(2);
         for (i, token) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             cache.insert(token, Identity::anonymous(), 100 + i as u64, 1, 10);
             assert!(cache.len() <= 2);

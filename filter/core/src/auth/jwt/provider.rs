@@ -10,11 +10,9 @@ use super::jwks::JwksStore;
 use super::keys::KeySet;
 use super::verify::{self, JwtError, VerifyOptions};
 use super::{claims, decode_unverified};
-use crate::auth::api_key::is_header_name;
-use crate::auth::config::{
-    ClaimMappingConfig, JwtKeysConfig, JwtProviderConfig, TokenSourceConfig,
-};
+use crate::auth::config::{ClaimMappingConfig, JwtKeysConfig, JwtProviderConfig};
 use crate::auth::credential::{self, Found};
+use crate::auth::token_source::TokenSources;
 use crate::config::ConfigError;
 use crate::host::Host;
 use crate::identity::Identity;
@@ -23,16 +21,6 @@ use crate::normalize::RequestView;
 
 /// Verified tokens kept per provider and VM.
 pub const CACHE_CAPACITY: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Header {
-        name: String,
-        scheme: Option<String>,
-    },
-    Query(String),
-    Cookie(String),
-}
 
 enum Keys {
     Inline(Rc<KeySet>),
@@ -52,7 +40,7 @@ pub struct Provider {
     pub name: String,
     pub issuer: String,
     options: VerifyOptions,
-    sources: Vec<Source>,
+    sources: TokenSources,
     keys: Keys,
     claims: ClaimMappingConfig,
     cache: TokenCache,
@@ -100,18 +88,7 @@ impl Provider {
                 "must be positive",
             ));
         }
-        let sources = config
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| source(s, &format!("{at}.sources[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if sources.is_empty() {
-            return Err(ConfigError::new(
-                format!("{at}.sources"),
-                "must not be empty",
-            ));
-        }
+        let sources = TokenSources::compile(&config.sources, &format!("{at}.sources"))?;
         let keys = keys(
             &config.keys,
             &config.name,
@@ -139,46 +116,22 @@ impl Provider {
 
     /// Query parameters this provider reads tokens from.
     pub fn query_params(&self) -> impl Iterator<Item = &str> {
-        self.sources.iter().filter_map(|s| match s {
-            Source::Query(name) => Some(name.as_str()),
-            _ => None,
-        })
+        self.sources.query_params()
     }
 
     pub fn find_token(&self, view: &RequestView, allow_query: bool) -> Option<Found> {
-        self.sources.iter().find_map(|s| match s {
-            Source::Header { name, scheme } => {
-                credential::from_header(view, name, scheme.as_deref())
-            }
-            Source::Query(name) if allow_query => credential::from_query(view, name),
-            Source::Query(_) => None,
-            Source::Cookie(name) => credential::from_cookie(view, name),
-        })
+        self.sources.find(view, allow_query)
     }
 
     /// Every token in this provider's header and cookie sources.
     pub fn tokens_in_headers(&self, view: &RequestView) -> Vec<Found> {
-        self.sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Header { name, scheme } => {
-                    credential::from_header(view, name, scheme.as_deref())
-                }
-                Source::Cookie(name) => credential::from_cookie(view, name),
-                Source::Query(_) => None,
-            })
-            .collect()
+        self.sources.in_headers(view)
     }
 
     /// Whether this provider reads tokens at `location` (several providers
     /// may share `Authorization: Bearer`; then `iss` picks one).
     pub fn reads(&self, location: &credential::Location) -> bool {
-        self.sources.iter().any(|s| match (s, location) {
-            (Source::Header { name, .. }, credential::Location::Header(h)) => name == h,
-            (Source::Query(name), credential::Location::Query(q)) => name == q,
-            (Source::Cookie(name), credential::Location::Cookie(c)) => name == c,
-            _ => false,
-        })
+        self.sources.reads(location)
     }
 
     /// The unverified `iss`, to choose among providers (then verified).
@@ -243,35 +196,6 @@ impl Provider {
             }
             Err(error) => JwtOutcome::Invalid(error),
         }
-    }
-}
-
-fn source(config: &TokenSourceConfig, at: &str) -> Result<Source, ConfigError> {
-    let lower = |name: &String, field: &str| {
-        if is_header_name(name) {
-            Ok(name.clone())
-        } else {
-            Err(ConfigError::new(
-                format!("{at}.{field}"),
-                "must be a lower-case header name",
-            ))
-        }
-    };
-    match (&config.header, &config.query, &config.cookie) {
-        (Some(header), None, None) => Ok(Source::Header {
-            name: lower(header, "header")?,
-            scheme: config.prefix.clone(),
-        }),
-        (None, Some(query), None) if config.prefix.is_none() && !query.is_empty() => {
-            Ok(Source::Query(query.clone()))
-        }
-        (None, None, Some(cookie)) if config.prefix.is_none() && !cookie.is_empty() => {
-            Ok(Source::Cookie(cookie.clone()))
-        }
-        _ => Err(ConfigError::new(
-            at,
-            "exactly one of `header` (with optional `prefix`), `query`, `cookie` is required",
-        )),
     }
 }
 

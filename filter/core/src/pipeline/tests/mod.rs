@@ -4,6 +4,7 @@
 
 mod auth;
 mod cors;
+mod introspection;
 mod ip_rules;
 mod policy;
 mod ratelimit;
