@@ -27,7 +27,9 @@ pub mod scenario;
 
 // What runs citygate in a real Envoy without wasmtime (and `cargo demo`),
 // under the paths the tests, the CLI and the benchmarks have always used.
-pub use citygate_gateway::{credentials, demo, demo_api, env_file, prometheus, wasm_build};
+pub use citygate_gateway::{
+    credentials, demo, demo_api, env_file, introspection, prometheus, wasm_build,
+};
 
 pub use abi::state::{
     CalloutReply, CalloutRequest, Clock, Connection, GrpcCallRequest, GrpcReply, GuestLocalReply,

@@ -11,6 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::introspection::IntrospectionSpec;
+
 /// The wall clock in Unix seconds: the `now` to mint demo tokens at for a
 /// real Envoy and for the CLI (a wasmtime VM has a clock of its own).
 pub fn unix_now() -> i64 {
@@ -29,6 +31,9 @@ pub struct CredentialsFile {
     pub tokens: BTreeMap<String, TokenSpec>,
     #[serde(default)]
     pub api_keys: BTreeMap<String, String>,
+    /// The demo authorization server's client and opaque tokens.
+    #[serde(default)]
+    pub introspection: IntrospectionSpec,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +127,7 @@ impl Tamper {
 }
 
 /// Loaded credentials with their keys read from disk.
+#[derive(Debug, Clone)]
 pub struct Credentials {
     file: CredentialsFile,
     dir: PathBuf,
@@ -150,6 +156,11 @@ impl Credentials {
     /// SHA-256 hex digest of a demo API key, as the plugin config stores it.
     pub fn api_key_digest(&self, name: &str) -> Result<String> {
         Ok(hex::encode(Sha256::digest(self.api_key(name)?.as_bytes())))
+    }
+
+    /// The demo authorization server's introspection (its client and tokens).
+    pub fn introspection(&self) -> &IntrospectionSpec {
+        &self.file.introspection
     }
 
     pub fn token_names(&self) -> impl Iterator<Item = &String> {
@@ -399,8 +410,8 @@ fn spec_alg_name(alg: Algorithm) -> &'static str {
     }
 }
 
-/// Replaces `{{jwt:NAME}}`, `{{jwt:NAME:TAMPER}}`, `{{api_key:NAME}}` and
-/// `{{api_key_digest:NAME}}` references in a string, and
+/// Replaces `{{jwt:NAME}}`, `{{jwt:NAME:TAMPER}}`, `{{api_key:NAME}}`,
+/// `{{api_key_digest:NAME}}` and `{{opaque:NAME}}` references in a string, and
 /// `{{repeat:COUNT:TEXT}}` with TEXT written COUNT times (oversize bodies
 /// and headers without a page of filler in the scenario file).
 pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result<String> {
@@ -430,6 +441,11 @@ pub fn expand(text: &str, credentials: Option<&Credentials>, now: i64) -> Result
             "jwt" => credentials.mint(name, Tamper::parse(modifier)?, now)?,
             "api_key" => credentials.api_key(name)?.to_string(),
             "api_key_digest" => credentials.api_key_digest(name)?,
+            "opaque" => credentials
+                .introspection()
+                .token(name)
+                .ok_or_else(|| anyhow!("no demo opaque token named `{name}`"))?
+                .to_string(),
             other => bail!("unknown credential kind `{other}` in `{{{{{reference}}}}}`"),
         };
         out.push_str(&value);

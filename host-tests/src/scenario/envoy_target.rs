@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::expect::Observed;
 use super::file::CalloutFailure;
@@ -12,6 +12,7 @@ use super::load::{PreparedRequest, PreparedUpstream, Scenario};
 use super::run::{decision_line, Target};
 use crate::demo_api::{DemoApi, JwksMode, ReceivedRequest, ScriptedReply};
 use crate::envoy::{EnvoyProcess, Gateway};
+use crate::introspection::INTROSPECTION_PATH;
 
 /// Envoy waits this long at most in `advance_seconds` (real time passes).
 const MAX_REAL_WAIT_SECONDS: u64 = 3;
@@ -29,9 +30,20 @@ impl EnvoyTarget {
     pub fn start(wasm: &Path, scenario: &Scenario) -> Result<Self> {
         let mut jwks = serde_json::json!({ "keys": [] });
         let mut mode = JwksMode::Serve;
+        let mut introspection = None;
         for (cluster, reply) in &scenario.file.clusters {
+            if cluster == "introspection" && reply.introspection {
+                let credentials = scenario
+                    .credentials
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("`introspection: true` needs a `credentials` file"))?;
+                introspection = Some(credentials.introspection().clone());
+                continue;
+            }
             if cluster != "jwks" {
-                bail!("cluster `{cluster}`: the Envoy runner only serves the `jwks` cluster");
+                bail!(
+                    "cluster `{cluster}`: the Envoy runner serves the `jwks` cluster and the demo authorization server as `introspection`"
+                );
             }
             if let (Some(issuer), Some(credentials)) = (&reply.jwks_of, &scenario.credentials) {
                 jwks = credentials.jwks(issuer, None)?;
@@ -48,6 +60,9 @@ impl EnvoyTarget {
         }
         let api = DemoApi::start_with_jwks(jwks)?;
         api.jwks().set_mode(mode);
+        if let Some(spec) = introspection {
+            api.serve_introspection(spec);
+        }
         let mut gateway = Gateway::new(wasm, scenario.config_json.clone(), api.port);
         for (name, value) in &scenario.env {
             gateway = gateway.env(name.clone(), value.clone());
@@ -64,7 +79,7 @@ impl EnvoyTarget {
         self.api
             .requests()
             .into_iter()
-            .filter(|r| r.path != JWKS_PATH)
+            .filter(|r| r.path != JWKS_PATH && r.path != INTROSPECTION_PATH)
             .collect()
     }
 }

@@ -54,6 +54,10 @@ pub struct ClusterReply {
     /// The cluster does not answer (timeout) or the call fails.
     #[serde(default)]
     pub fail: Option<CalloutFailure>,
+    /// The demo authorization server answers: RFC 7662 introspection of
+    /// the credentials file's opaque tokens (other fields unused).
+    #[serde(default)]
+    pub introspection: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

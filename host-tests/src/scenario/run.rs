@@ -8,8 +8,9 @@ use anyhow::{anyhow, Result};
 use super::expect::{check, Observed};
 use super::file::Case;
 use super::load::{PreparedRequest, PreparedUpstream, Scenario};
-use crate::abi::state::{CalloutReply, Clock, PeerCert};
+use crate::abi::state::{CalloutReply, CalloutRequest, Clock, PeerCert};
 use crate::harness::{Request, RequestOutcome, Upstream, Vm};
+use crate::introspection::Introspected;
 use crate::runtime::Plugin;
 
 /// Where scenario requests are sent.
@@ -136,6 +137,10 @@ impl WasmTarget {
             builder = builder.env(name.clone(), value.clone());
         }
         for (cluster, reply) in &scenario.file.clusters {
+            if reply.introspection {
+                builder = builder.callouts_with(introspection_server(scenario, cluster, &clock)?);
+                continue;
+            }
             builder = builder.callout(cluster.clone(), cluster_reply(scenario, reply)?);
         }
         let vm = builder.start()?;
@@ -145,6 +150,36 @@ impl WasmTarget {
     pub fn vm(&mut self) -> &mut Vm {
         &mut self.vm
     }
+}
+
+/// The demo authorization server behind `cluster`, on the VM's clock: a
+/// token that hangs there times out, as Envoy reports it.
+fn introspection_server(
+    scenario: &Scenario,
+    cluster: &str,
+    clock: &Clock,
+) -> Result<impl Fn(&CalloutRequest) -> CalloutReply + Send + Sync + 'static> {
+    let spec = scenario
+        .credentials
+        .as_ref()
+        .ok_or_else(|| anyhow!("`introspection: true` needs a `credentials` file"))?
+        .introspection()
+        .clone();
+    let (cluster, clock) = (cluster.to_string(), clock.clone());
+    Ok(move |call: &CalloutRequest| {
+        if call.cluster != cluster {
+            return CalloutReply::Failure;
+        }
+        let now = i64::try_from(clock.now_nanos() / 1_000_000_000).unwrap_or(i64::MAX);
+        match spec.introspect(call.headers.get("authorization"), &call.body, now) {
+            Introspected::Answer { status, body } => CalloutReply::Reply {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body,
+            },
+            Introspected::Hang => CalloutReply::Timeout,
+        }
+    })
 }
 
 fn cluster_reply(scenario: &Scenario, reply: &super::file::ClusterReply) -> Result<CalloutReply> {

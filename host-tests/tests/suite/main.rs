@@ -17,6 +17,7 @@ mod e2e_auth;
 mod e2e_demo;
 mod e2e_envoy;
 mod e2e_faults;
+mod e2e_introspection;
 mod e2e_policy;
 mod e2e_production;
 mod e2e_ratelimit;
@@ -26,6 +27,7 @@ mod e2e_secrets_hygiene;
 mod eval;
 mod fuel_budget;
 mod fuzz_regressions;
+mod introspection_wasm;
 // The fuzz targets' drivers, at the crate root as in their fuzz crates
 // (wasm_driver names `crate::drivers`), replayed by fuzz_regressions.
 #[path = "../../../filter/fuzz/drivers.rs"]

@@ -43,7 +43,7 @@ fn run_tool(program: &str, args: &[&str], dir: &Path) -> Result<String> {
 fn promtool_accepts_the_scrape_config_and_the_rules_and_their_unit_tests_pass() -> Result<()> {
     let dir = observability_dir();
     let rules = run_tool("promtool", &["check", "rules", "alerts.yml"], &dir)?;
-    assert!(rules.contains("SUCCESS: 8 rules found"), "{rules}");
+    assert!(rules.contains("SUCCESS: 9 rules found"), "{rules}");
     run_tool("promtool", &["check", "config", "prometheus.yml"], &dir)?;
     let tests = run_tool("promtool", &["test", "rules", "alerts_test.yml"], &dir)?;
     assert!(tests.contains("SUCCESS"), "{tests}");
@@ -166,6 +166,8 @@ fn dashboards_and_alerts_query_only_metrics_the_filter_defines() -> Result<()> {
         "citygate_policy_error",
         "citygate_redaction_failed_closed",
         "citygate_jwks_fetch_failed",
+        "citygate_introspection_failed",
+        "citygate_introspection_busy",
         "citygate_ratelimit_overflow",
     ] {
         assert!(queried.contains(metric), "no alert reads {metric}");

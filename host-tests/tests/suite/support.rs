@@ -147,9 +147,9 @@ pub fn log_tail(envoy: &EnvoyProcess, lines: usize) -> String {
 /// checks were written: a floor, so that cases lost from the files
 /// themselves (or by `find_scenarios`) still fail. Raise it when cases are
 /// added; never lower it to make a run pass.
-pub const POLICY_PACK_CASES_FLOOR: (usize, usize) = (322, 314);
+pub const POLICY_PACK_CASES_FLOOR: (usize, usize) = (336, 328);
 /// Scenario files of the policy pack then.
-pub const POLICY_PACK_FILES_FLOOR: usize = 13;
+pub const POLICY_PACK_FILES_FLOOR: usize = 14;
 
 /// Which runner produced a scenario file's results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,12 @@ use serde_json::{json, Value};
 use tiny_http::{Request, Server};
 
 use super::jwks::JwksControl;
+use super::reply::Reply;
 use super::request::ReceivedRequest;
 use super::routes::route;
 use super::scripted::{write_scripted, ScriptedReply};
+use crate::credentials::unix_now;
+use crate::introspection::{Introspected, IntrospectionSpec, INTROSPECTION_PATH};
 
 const WORKERS: usize = 8;
 const MAX_REQUEST_BODY: u64 = 16 * 1024 * 1024;
@@ -23,6 +26,8 @@ const MAX_REQUEST_BODY: u64 = 16 * 1024 * 1024;
 struct Shared {
     received: Mutex<Vec<ReceivedRequest>>,
     jwks: JwksControl,
+    /// The demo authorization server's introspection, once a test serves it.
+    introspection: Mutex<Option<IntrospectionSpec>>,
     script: Mutex<Option<ScriptedReply>>,
     stop: AtomicBool,
 }
@@ -72,6 +77,7 @@ impl DemoApi {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             jwks: JwksControl::new(jwks),
+            introspection: Mutex::new(None),
             script: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
@@ -102,6 +108,16 @@ impl DemoApi {
     /// Change the JWKS or its behaviour at run time.
     pub fn jwks(&self) -> JwksControl {
         self.shared.jwks.clone()
+    }
+
+    /// Answer RFC 7662 introspection at `/oauth2/introspect` from `spec`
+    /// (the demo credentials' opaque tokens).
+    pub fn serve_introspection(&self, spec: IntrospectionSpec) {
+        *self
+            .shared
+            .introspection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(spec);
     }
 
     /// Every request received so far, oldest first.
@@ -156,9 +172,24 @@ fn serve(server: &Server, shared: &Shared) {
     }
 }
 
+/// A hanging introspection answer is given up after this long (or when
+/// the server stops), so the server's threads are not held for ever.
+const HANG_AT_MOST: Duration = Duration::from_secs(30);
+
 fn handle(mut request: Request, shared: &Shared) {
     let received = record(&mut request);
     shared.received().push(received.clone());
+    if received.path == INTROSPECTION_PATH {
+        let spec = shared
+            .introspection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(spec) = spec {
+            introspect(request, &received, &spec, shared);
+            return;
+        }
+    }
     if received.path != "/.well-known/jwks.json" {
         let script = shared
             .script
@@ -171,6 +202,37 @@ fn handle(mut request: Request, shared: &Shared) {
         }
     }
     let _ = route(&received, &shared.jwks).send(request);
+}
+
+fn introspect(
+    request: Request,
+    received: &ReceivedRequest,
+    spec: &IntrospectionSpec,
+    shared: &Shared,
+) {
+    let answer = spec.introspect(received.header("authorization"), &received.body, unix_now());
+    match answer {
+        Introspected::Answer { status, body } => {
+            let content_type = if body.starts_with(b"<") {
+                "text/html"
+            } else {
+                "application/json"
+            };
+            let reply = Reply::Body {
+                status,
+                content_type,
+                headers: Vec::new(),
+                body,
+            };
+            let _ = reply.send(request);
+        }
+        Introspected::Hang => {
+            let started = std::time::Instant::now();
+            while !shared.stop.load(Ordering::SeqCst) && started.elapsed() < HANG_AT_MOST {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 fn record(request: &mut Request) -> ReceivedRequest {
