@@ -4,6 +4,8 @@
 //! does the filter's own log in wasmtime. What is searched for:
 //! - any JWT (every token the scenarios mint or tamper starts with `eyJ`);
 //! - the demo API keys and the HS256 secret (`policies/demo-keys`);
+//! - any demo opaque token (they all start with `cgo_`, made-up ones in
+//!   the corpus too) and the gateway's introspection client secret;
 //! - the body of each DEMO ONLY private key;
 //! - every secret the scenarios put in the VM environment;
 //! - personal values planted in upstream replies and demo data: e-mail
@@ -47,6 +49,10 @@ fn planted() -> Result<Vec<(String, String)>> {
     for (name, key) in credentials["api_keys"].as_mapping().into_iter().flatten() {
         let label = format!("the API key {}", name.as_str().unwrap_or_default());
         needles.insert((label, key.as_str().unwrap_or_default().to_string()));
+    }
+    needles.insert(("an opaque token".into(), "cgo_".into()));
+    if let Some(secret) = credentials["introspection"]["client_secret"].as_str() {
+        needles.insert(("the introspection client secret".into(), secret.to_string()));
     }
     for issuer in credentials["issuers"].as_mapping().into_iter().flatten() {
         for key in issuer.1["keys"].as_mapping().into_iter().flatten() {
