@@ -65,6 +65,13 @@ impl CitygateHttp {
     /// Admission of the request headers; `waiter` carries an earlier wait.
     pub(crate) fn judge_headers(&mut self, attempt: Attempt, waiter: KeyWaiter) -> Action {
         let raw = self.raw_request();
+        self.judge(raw, attempt, waiter)
+    }
+
+    /// Admission of `raw`, the request as read from the proxy (a request
+    /// judged again after its introspection answer reuses its first read:
+    /// paused headers do not change).
+    fn judge(&mut self, raw: RawRequest, attempt: Attempt, waiter: KeyWaiter) -> Action {
         let admitted = match self.config.admit_or_wait(&raw, &self.host, attempt) {
             Admission::Admitted(admitted) => *admitted,
             Admission::Answered(reply) => return self.answer(reply),
@@ -86,6 +93,7 @@ impl CitygateHttp {
             Admission::AwaitingIntrospection(pending) => {
                 self.request = RequestState::AwaitingIntrospection(Box::new(Introspecting {
                     pending,
+                    raw,
                     end_of_stream: waiter.end_of_stream,
                     body_done: None,
                 }));
@@ -329,8 +337,9 @@ impl Context for CitygateHttp {
             end_of_stream: waiting.end_of_stream,
             body_done: None,
         };
-        let mut action = self.judge_headers(Attempt::Final, waiter);
-        if let (RequestState::AwaitingBody(_), Some(size)) = (&self.request, waiting.body_done) {
+        let Introspecting { raw, body_done, .. } = *waiting;
+        let mut action = self.judge(raw, Attempt::Final, waiter);
+        if let (RequestState::AwaitingBody(_), Some(size)) = (&self.request, body_done) {
             action = self.finish_request_body(size);
         }
         if let (RequestState::Forwarded(_), Action::Continue) = (&self.request, action) {

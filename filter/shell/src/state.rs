@@ -1,6 +1,7 @@
 //! Where one HTTP stream stands. Each variant holds exactly what its phase
 //! needs, so a callback cannot act on state its phase does not have.
 
+use citygate_core::normalize::RawRequest;
 use citygate_core::pipeline::{Admitted, Forwarded, PendingIntrospection};
 use citygate_core::redact::BufferPlan;
 
@@ -35,6 +36,8 @@ pub(crate) enum ResponseState {
 /// meanwhile.
 pub(crate) struct Introspecting {
     pub(crate) pending: PendingIntrospection,
+    /// The request as first read, for its judgement after the answer.
+    pub(crate) raw: RawRequest,
     /// The request had no body (headers ended the stream).
     pub(crate) end_of_stream: bool,
     /// The body ended while waiting: its size (`None` after trailers).
