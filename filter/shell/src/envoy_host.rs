@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use citygate_core::host::{Callout, DispatchError, Host, LogLevel, SharedDataError, SharedValue};
 use citygate_core::metrics::{Metric, MetricKind};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel as ProxyLogLevel, MetricType, Status};
+use proxy_wasm::types::{BufferType, LogLevel as ProxyLogLevel, MapType, MetricType, Status};
 
 /// The [`Host`] as Envoy provides it.
 #[derive(Clone, Default)]
@@ -34,6 +34,31 @@ fn read_clock() -> u64 {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The reply to the HTTP callout whose answer is being delivered (JWKS,
+/// introspection): its status and body. A failed call (the endpoint reset
+/// it mid-reply) has no headers, and Envoy answers its getters with
+/// BadArgument; it is reported as status 0 with no body, which every
+/// caller counts as a failed call, without asking Envoy anything.
+pub(crate) fn callout_reply(num_headers: usize, body_size: usize) -> (u16, Vec<u8>) {
+    if num_headers == 0 {
+        return (0, Vec::new());
+    }
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    (status, body)
 }
 
 impl Host for EnvoyHost {

@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::envoy_host::EnvoyHost;
+use crate::envoy_host::{callout_reply, EnvoyHost};
 use crate::state::{Introspecting, RequestState, ResponseState};
 use crate::waiters::{KeyWaiter, Shared};
 
@@ -314,21 +314,7 @@ impl Context for CitygateHttp {
                 return;
             }
         };
-        // As in the root: a failed call has no headers, and its getters
-        // must not be called (the SDK would panic on Envoy's BadArgument).
-        let status = if num_headers == 0 {
-            0
-        } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        let body = if num_headers == 0 || body_size == 0 {
-            Vec::new()
-        } else {
-            self.get_http_call_response_body(0, body_size)
-                .unwrap_or_default()
-        };
+        let (status, body) = callout_reply(num_headers, body_size);
         self.config
             .accept_introspection(&waiting.pending, status, &body, &self.host);
         let waiter = KeyWaiter {

@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
-use crate::envoy_host::{define_metrics, EnvoyHost};
+use crate::envoy_host::{callout_reply, define_metrics, EnvoyHost};
 use crate::http_context::CitygateHttp;
 use crate::state::{RequestState, ResponseState};
 use crate::waiters::Shared;
@@ -91,24 +91,7 @@ impl Context for CitygateRoot {
         let Some(config) = self.config.clone() else {
             return;
         };
-        // A failed call (the endpoint reset it mid-reply) has no response:
-        // Envoy answers its getters with BadArgument, on which the SDK
-        // panics, and a panic here would crash the VM and fail every later
-        // request. Such a call has no headers; its status 0 counts as a
-        // failed fetch.
-        let status = if num_headers == 0 {
-            0
-        } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        let body = if num_headers == 0 || body_size == 0 {
-            Vec::new()
-        } else {
-            self.get_http_call_response_body(0, body_size)
-                .unwrap_or_default()
-        };
+        let (status, body) = callout_reply(num_headers, body_size);
         if config.on_callout_response(token_id, status, &body, &self.host) {
             self.wake_key_waiters();
         }

@@ -5,6 +5,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::ConfigError;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
@@ -426,4 +428,22 @@ pub struct RouteAuth {
     /// Forward the credential header or cookie upstream (default: removed).
     #[serde(default)]
     pub forward_credential: bool,
+}
+
+/// A provider's `name` (JWT or introspection): it appears in route
+/// configuration, metrics and log lines, so only letters, digits, `-` and
+/// `_` are allowed.
+pub(crate) fn check_provider_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            format!("{at}.name"),
+            "must be non-empty letters, digits, `-` or `_`",
+        ))
+    }
 }

@@ -30,6 +30,7 @@ use super::config::{ClaimMappingConfig, IntrospectionProviderConfig};
 use super::credential::{Found, Location};
 use super::jwt::cache::TokenCache;
 use super::token_source::TokenSources;
+use crate::auth::config::check_provider_name;
 use crate::config::ConfigError;
 use crate::host::{Callout, Host, LogLevel};
 use crate::identity::Identity;
@@ -93,17 +94,7 @@ impl Introspector {
         config: &IntrospectionProviderConfig,
     ) -> Result<Self, ConfigError> {
         let at = format!("$.auth.introspection.providers[{index}]");
-        let valid_name = !config.name.is_empty()
-            && config
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_name {
-            return Err(ConfigError::new(
-                format!("{at}.name"),
-                "must be non-empty letters, digits, `-` or `_`",
-            ));
-        }
+        check_provider_name(&at, &config.name)?;
         let required = [
             ("cluster", &config.cluster),
             ("authority", &config.authority),

@@ -10,7 +10,9 @@ use super::jwks::JwksStore;
 use super::keys::KeySet;
 use super::verify::{self, JwtError, VerifyOptions};
 use super::{claims, decode_unverified};
-use crate::auth::config::{ClaimMappingConfig, JwtKeysConfig, JwtProviderConfig};
+use crate::auth::config::{
+    check_provider_name, ClaimMappingConfig, JwtKeysConfig, JwtProviderConfig,
+};
 use crate::auth::credential::{self, Found};
 use crate::auth::token_source::TokenSources;
 use crate::config::ConfigError;
@@ -49,17 +51,7 @@ pub struct Provider {
 impl Provider {
     pub fn compile(index: usize, config: &JwtProviderConfig) -> Result<Self, ConfigError> {
         let at = format!("$.auth.jwt.providers[{index}]");
-        let valid_name = !config.name.is_empty()
-            && config
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_name {
-            return Err(ConfigError::new(
-                format!("{at}.name"),
-                "must be non-empty letters, digits, `-` or `_`",
-            ));
-        }
+        check_provider_name(&at, &config.name)?;
         if config.issuer.is_empty() {
             return Err(ConfigError::new(
                 format!("{at}.issuer"),
