@@ -8,6 +8,7 @@
 //! | placeholder | becomes |
 //! |---|---|
 //! | `"{{jwks:ISSUER}}"` | the demo issuer's public JWKS (its RS256 key), an object |
+//! | `"{{jwks-all:ISSUER}}"` | the same with every public key of the issuer |
 //! | `"{{issuer:ISSUER}}"`, `"{{audience:ISSUER}}"` | its `iss` / `aud` |
 //! | `"{{file:PATH}}"` | the text of a file (e.g. a Rego module) |
 //! | `"{{json:PATH}}"`, `"{{json:PATH#/pointer}}"` | a JSON document, or a part of it |
@@ -52,6 +53,11 @@ impl Demo {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         self.credentials
             .mint(TOKEN, Tamper::None, i64::try_from(now)?)
+    }
+
+    /// The demo credentials (the city mix mints its callers from them).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The issuer's JWKS with the token's RS256 key only.
@@ -121,6 +127,7 @@ impl Demo {
             .ok_or_else(|| anyhow!("placeholder {{{{{inner}}}}} has no kind"))?;
         Ok(match kind {
             "jwks" => self.jwks(arg)?,
+            "jwks-all" => self.credentials.jwks(arg, None)?,
             "issuer" => Value::from(self.issuer(arg)?.0),
             "audience" => Value::from(self.issuer(arg)?.1),
             "file" => Value::from(

@@ -178,6 +178,30 @@ impl BenchEnvoy {
         Ok((response.status().as_u16(), names, body))
     }
 
+    /// Any request through the listener: its status.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<u16> {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(body)
+            .with_context(|| format!("{method} {path}"))?;
+        let response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("{method} {path}"))?;
+        Ok(response.status().as_u16())
+    }
+
     pub fn admin(&self, path: &str) -> Result<String> {
         self.admin.get(path)
     }

@@ -12,13 +12,16 @@
 //! Raw samples go to `target/bench/<time>/results.json`, the tables to
 //! `results.md` beside it (and `target/bench/latest.*`).
 
+mod city_mix;
 mod citygate;
 mod envoy;
 mod load;
 mod memory;
+mod mix_phase;
 mod report;
 mod toolchain;
 mod variants;
+mod wrk;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,6 +45,8 @@ enum Part {
     Throughput,
     Latency,
     Response,
+    /// The city mix (wrk), (a) (b) (c); not part of the default run.
+    CityMix,
     Memory,
 }
 
@@ -70,7 +75,13 @@ struct Args {
     /// Distinct rate-limit keys of the memory run (a power of ten).
     #[arg(long, default_value_t = 100_000)]
     memory_keys: u64,
-    /// Parts to run (default: all).
+    /// Requests in the city-mix file wrk replays (round and round).
+    #[arg(long, default_value_t = 30_000)]
+    city_mix_requests: usize,
+    /// Seed of the city mix (the same seed gives the same requests).
+    #[arg(long, default_value_t = 2026)]
+    city_mix_seed: u64,
+    /// Parts to run (default: all but city-mix).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
     /// A short run that proves the harness works (1 round, 2-3 s runs,
@@ -102,7 +113,11 @@ impl Args {
     }
 
     fn runs(&self, part: Part) -> bool {
-        self.only.is_empty() || self.only.contains(&part)
+        if self.only.is_empty() {
+            part != Part::CityMix
+        } else {
+            self.only.contains(&part)
+        }
     }
 }
 
@@ -198,6 +213,7 @@ fn run(args: Args) -> Result<()> {
         samples: Vec::new(),
         envoy_memory: None,
         linear_memory: None,
+        city_mix: None,
     };
 
     let outcome = bench.run_parts(&mut results);
@@ -255,6 +271,9 @@ impl Bench {
                 Workload::Response,
                 Pace::OpenLoop { rate },
             )?;
+        }
+        if self.args.runs(Part::CityMix) {
+            results.city_mix = Some(self.city_mix()?);
         }
         if self.args.runs(Part::Memory) {
             results.envoy_memory = Some(self.envoy_memory()?);
@@ -366,6 +385,7 @@ impl Bench {
             workload,
             pace,
             measured,
+            observed: BTreeMap::new(),
         });
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Results: the raw samples (JSON) and the Markdown tables for
 //! BENCHMARKS.md, with the summary lines.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+use crate::city_mix::Census;
 use crate::load::{Measured, Pace};
 use crate::memory::LinearMemory;
 use crate::variants::{Variant, Workload};
@@ -23,6 +25,8 @@ pub enum Phase {
     LatencyBelowSaturation,
     ResponseThroughput,
     ResponseLatency,
+    /// The city mix replayed by wrk, closed loop.
+    CityMix,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +38,9 @@ pub struct Sample {
     pub workload: Workload,
     pub pace: Pace,
     pub measured: Measured,
+    /// Envoy's and citygate's counters over the measured run (city mix).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub observed: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +92,8 @@ pub struct Results {
     pub samples: Vec<Sample>,
     pub envoy_memory: Option<EnvoyMemory>,
     pub linear_memory: Option<LinearMemory>,
+    /// What the city mix was made of, when it ran.
+    pub city_mix: Option<Census>,
 }
 
 pub fn median(values: &mut [f64]) -> Option<f64> {
@@ -151,9 +160,21 @@ impl Results {
         )
     }
 
-    /// The three lines BENCHMARKS.md quotes, `pipeline vs X: 0.NN`.
+    fn city_mix_ratio(&self) -> Option<f64> {
+        Some(
+            self.rps(Phase::CityMix, Variant::Citygate, 1)?
+                / self.rps(Phase::CityMix, Variant::WasmFloor, 1)?,
+        )
+    }
+
+    /// The lines BENCHMARKS.md quotes: `pipeline vs X: 0.NN` and
+    /// `city-mix vs wasm-floor: 0.NN`.
     pub fn summary_lines(&self) -> Vec<String> {
-        [
+        let city_mix = match self.city_mix_ratio() {
+            Some(r) => format!("city-mix vs wasm-floor: {r:.2}"),
+            None => "city-mix vs wasm-floor: n/a".to_owned(),
+        };
+        let pipeline = [
             ("no-filter", Variant::NoFilter),
             ("wasm-floor", Variant::WasmFloor),
             ("native", Variant::Native),
@@ -162,8 +183,8 @@ impl Results {
         .map(|(name, v)| match self.ratio(*v) {
             Some(r) => format!("pipeline vs {name}: {r:.2}"),
             None => format!("pipeline vs {name}: n/a"),
-        })
-        .collect()
+        });
+        pipeline.chain([city_mix]).collect()
     }
 
     fn added_p99(&self, phase: Phase, variant: Variant) -> Option<f64> {
@@ -232,6 +253,7 @@ impl Results {
             &Variant::ALL,
         );
         self.response_tables(&mut md);
+        self.city_mix_table(&mut md);
         self.memory_table(&mut md);
 
         md.push_str("\n### Summary\n\n```\n");
@@ -328,6 +350,95 @@ impl Results {
         );
     }
 
+    fn city_mix_table(&self, md: &mut String) {
+        let Some(census) = &self.city_mix else {
+            return;
+        };
+        let variants = [Variant::NoFilter, Variant::WasmFloor, Variant::Citygate];
+        let _ = writeln!(md, "\n### City mix\n");
+        let _ = writeln!(
+            md,
+            "wrk replays {} prepared requests (envoy/bench/city-mix.lua; host-tests/src/bin/bench-gateway/city_mix.rs): {} distinct bearer tokens (RS256, ES256, EdDSA, HS256; every role of the city pack), {} API keys, anonymous callers from {} addresses (x-forwarded-for), {} distinct paths over NGSI-v2, NGSI-LD and Open311, {} requests with a body. citygate is meant to answer {}. Closed loop, {} connections, 1 worker, {} s per run after {} s warm-up; requests/s, median of {} interleaved rounds (min–max); wrk's latency is closed-loop (not corrected for coordinated omission).\n",
+            census.requests,
+            census.distinct_tokens,
+            census.distinct_api_keys,
+            census.distinct_client_ips,
+            census.distinct_paths,
+            census.with_body,
+            census
+                .intended
+                .iter()
+                .map(|(status, n)| format!(
+                    "{status} to {:.1} %",
+                    100.0 * *n as f64 / census.requests.max(1) as f64
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.settings.connections,
+            self.settings.throughput_secs,
+            self.settings.warmup_secs,
+            self.settings.rounds
+        );
+        md.push_str("| variant | requests/s | vs (a) | vs (b) | p50 µs | p99 µs |\n|---|---:|---:|---:|---:|---:|\n");
+        for v in variants {
+            let rps = self.rps(Phase::CityMix, v, 1);
+            let vs = |other| match (rps, self.rps(Phase::CityMix, other, 1)) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "–".into(),
+            };
+            let us = |p| {
+                self.latency(Phase::CityMix, v, p)
+                    .map_or("–".into(), |x| format!("{x:.0}"))
+            };
+            let _ = writeln!(
+                md,
+                "| {v} | {}{} | {} | {} | {} | {} |",
+                rps.map_or("–".into(), |r| format!("{r:.0}")),
+                self.spread(Phase::CityMix, v, 1),
+                vs(Variant::NoFilter),
+                vs(Variant::WasmFloor),
+                us("p50"),
+                us("p99")
+            );
+        }
+        // What citygate did with the traffic, summed over its runs.
+        let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in self
+            .samples
+            .iter()
+            .filter(|s| s.phase == Phase::CityMix && s.variant == Variant::Citygate)
+        {
+            for (k, v) in &s.observed {
+                *observed.entry(k.as_str()).or_insert(0) += v;
+            }
+        }
+        let total = observed
+            .get("citygate_requests_total")
+            .copied()
+            .unwrap_or(0);
+        if total > 0 {
+            md.push_str("\nWhat citygate did with the measured requests (its counters, all rounds):\n\n| counter | requests | share |\n|---|---:|---:|\n");
+            for name in [
+                "citygate_requests_allowed",
+                "citygate_policy_denied",
+                "citygate_auth_invalid_credentials",
+                "citygate_ratelimit_limited",
+                "citygate_route_unmatched",
+                "citygate_jwt_cache_hit",
+                "downstream_rq_2xx",
+                "downstream_rq_4xx",
+                "downstream_rq_5xx",
+            ] {
+                let n = observed.get(name).copied().unwrap_or(0);
+                let _ = writeln!(
+                    md,
+                    "| `{name}` | {n} | {:.1} % |",
+                    100.0 * n as f64 / total as f64
+                );
+            }
+        }
+    }
+
     fn memory_table(&self, md: &mut String) {
         if self.envoy_memory.is_none() && self.linear_memory.is_none() {
             return;
@@ -391,6 +502,13 @@ impl Results {
             r,
             r.map_or("–".into(), |r| format!("{r:.2}")),
             &|r| r >= 0.90,
+        );
+        let r = self.city_mix_ratio();
+        row(
+            "city-mix vs wasm-floor ≥ 0.70 (1 worker)",
+            r,
+            r.map_or("–".into(), |r| format!("{r:.2}")),
+            &|r| r >= 0.70,
         );
         let p = self.added_p99(Phase::Latency, Variant::Citygate);
         row(

@@ -90,6 +90,8 @@ pub enum Workload {
     Request,
     /// The 16 KiB NGSI entity list (citygate minimizes it).
     Response,
+    /// The city mix (envoy/bench/city-mix.lua replays it; no single path).
+    CityMix,
 }
 
 impl Workload {
@@ -97,6 +99,7 @@ impl Workload {
         match self {
             Workload::Request => "/v2/entities/urn:ngsi-ld:Vehicle:example-city:bus-001",
             Workload::Response => "/v2/entities?type=Vehicle",
+            Workload::CityMix => "/",
         }
     }
 }
