@@ -18,7 +18,11 @@ pub mod abi;
 pub mod harness;
 pub mod runtime;
 
+// The gateway benchmark's citygate configuration and city-mix workload,
+// shared by `cargo bench-gateway` and the suite's checks of them.
+pub mod bench_config;
 pub mod bundle;
+pub mod city_mix;
 pub mod cli;
 pub mod envoy;
 pub mod eval;

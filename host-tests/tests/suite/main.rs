@@ -12,6 +12,7 @@ mod abi_shared;
 mod abi_stream;
 mod attacks_wasm;
 mod auth_wasm;
+mod city_mix_wasm;
 mod cli;
 mod e2e_auth;
 mod e2e_demo;

@@ -12,8 +12,6 @@
 //! Raw samples go to `target/bench/<time>/results.json`, the tables to
 //! `results.md` beside it (and `target/bench/latest.*`).
 
-mod city_mix;
-mod citygate;
 mod envoy;
 mod load;
 mod memory;
@@ -30,6 +28,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
+use citygate_host::bench_config as citygate;
 use citygate_host::envoy::envoy_binary;
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use clap::{Parser, ValueEnum};

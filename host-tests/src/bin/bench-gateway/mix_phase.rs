@@ -21,13 +21,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::city_mix::{self, Census, MixRequest};
 use crate::envoy::BenchEnvoy;
 use crate::load::Pace;
 use crate::report::{Phase, Sample};
 use crate::variants::{Variant, Workload};
 use crate::wrk::{self, Replay};
 use crate::{summary, Bench};
+use citygate_host::city_mix::{self, Census, MixRequest};
 
 /// What the phase prepares once.
 struct Prepared {

@@ -9,10 +9,10 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::city_mix::Census;
 use crate::load::{Measured, Pace};
 use crate::memory::LinearMemory;
 use crate::variants::{Variant, Workload};
+use citygate_host::city_mix::Census;
 
 /// Which measurement a sample belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::scenario::credentials::{Credentials, Tamper};
 use anyhow::{ensure, Result};
-use citygate_host::scenario::credentials::{Credentials, Tamper};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! citygate's side of the benchmark: the plugin configuration
+//! citygate's side of the gateway benchmark (`cargo bench-gateway`): the plugin configuration
 //! (`envoy/bench/citygate-bench.json`), its VM environment and the DEMO ONLY
 //! credentials every variant is sent.
 //!
@@ -20,8 +20,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::scenario::credentials::{Credentials, CredentialsFile, Tamper};
 use anyhow::{anyhow, bail, Context, Result};
-use citygate_host::scenario::credentials::{Credentials, CredentialsFile, Tamper};
 use serde_json::Value;
 
 /// The demo issuer and token of the benchmark: an RS256 token of the

@@ -1,0 +1,153 @@
+//! The gateway benchmark's city mix (`cargo bench-gateway --only city-mix`)
+//! through the real `.wasm` with the benchmark's configuration
+//! (envoy/bench/citygate-city-mix.json): the mix is as broad as the
+//! benchmark claims, and every kind of request gets the answer the mix says
+//! citygate gives. A mix whose tokens stopped verifying or whose denials
+//! turned into allows would otherwise flatter the benchmark silently. The
+//! fuel of each kind is printed (`-- --nocapture`): the city mix's profile.
+
+use citygate_host::bench_config::Demo;
+use citygate_host::city_mix::{self, MixRequest, MIN_PATHS, MIN_TOKENS};
+use citygate_host::wasm_build::workspace_root;
+use citygate_host::{Clock, Request, SharedStore, Vm};
+use serde_json::Value;
+
+use crate::support::{demo_env, plugin, send, Answer};
+
+/// The scenario clock: tokens are minted at this instant.
+const NOW: u64 = 1_790_000_000;
+const SEED: u64 = 2026;
+/// Fuel budgets per request of a kind, warm: ~20 % over the most any kind
+/// cost when they were set (2026-12-07: 617 k, `citizen-open-data`), and
+/// for the invalid tokens, which are verified again on every request
+/// (21.7 M: an RS256 signature check each time).
+const KIND_BUDGET: u64 = 740_000;
+const INVALID_TOKEN_BUDGET: u64 = 26_000_000;
+
+fn mix() -> (Demo, city_mix::CityMix) {
+    let demo = Demo::load(&workspace_root()).expect("the demo credentials load");
+    let mix = city_mix::generate(demo.credentials(), 30_000, SEED, NOW as i64)
+        .expect("the city mix is generated");
+    (demo, mix)
+}
+
+fn mix_and_vm() -> (city_mix::CityMix, Vm) {
+    let root = workspace_root();
+    let (demo, mix) = mix();
+    let mut config = demo
+        .plugin_config(&root.join("envoy/bench/citygate-city-mix.json"), &[])
+        .expect("the city-mix configuration fills");
+    config
+        .pointer_mut("/auth/api_keys/keys")
+        .and_then(Value::as_array_mut)
+        .expect("auth.api_keys.keys")
+        .extend(mix.api_keys.iter().cloned());
+    let clock = Clock::at_unix_secs(NOW);
+    let mut builder = plugin()
+        .vm()
+        .config(config.to_string())
+        .shared(&SharedStore::new())
+        .clock(&clock)
+        // As in Envoy: the response body reaches the filter that holds the
+        // headers to minimize it.
+        .headers_stop_iteration(true);
+    for (name, value) in demo_env() {
+        builder = builder.env(name, value);
+    }
+    (mix, builder.start().expect("the configuration is accepted"))
+}
+
+fn request(r: &MixRequest) -> Request {
+    let mut request = Request::new(r.method, &r.path);
+    for (name, value) in &r.headers {
+        request = request.header(name, value);
+    }
+    if let Some((content_type, body)) = &r.body {
+        request = request
+            .header("content-type", content_type)
+            .body(body.as_bytes().to_vec());
+    }
+    request
+}
+
+fn answer(vm: &mut Vm, r: &MixRequest) -> Answer {
+    send(vm, request(r)).unwrap_or_else(|e| panic!("{} ({} {}): {e:#}", r.kind, r.method, r.path))
+}
+
+#[test]
+fn the_city_mix_is_as_broad_as_the_benchmark_says() {
+    let (_, mix) = mix();
+    let census = &mix.census;
+    assert!(census.distinct_tokens >= MIN_TOKENS, "{census:?}");
+    assert!(census.distinct_paths >= MIN_PATHS, "{census:?}");
+    assert!(census.distinct_api_keys >= 40, "{census:?}");
+    assert!(census.with_body > 1000, "{census:?}");
+    let share = |status: u16| {
+        census.intended.get(&status).copied().unwrap_or(0) as f64 / census.requests as f64
+    };
+    assert!(
+        (0.08..=0.14).contains(&share(403)),
+        "403 share {}",
+        share(403)
+    );
+    assert!(
+        (0.01..=0.04).contains(&share(401)),
+        "401 share {}",
+        share(401)
+    );
+    assert!(share(429) > 0.0 && share(200) > 0.75, "{census:?}");
+}
+
+#[test]
+fn every_kind_of_the_city_mix_gets_its_intended_answer() {
+    let (mix, mut vm) = mix_and_vm();
+    let kinds = mix.one_of_each();
+    assert!(kinds.len() >= 20, "{} kinds", kinds.len());
+    println!("city mix, fuel per request of each kind (second request, warm caches):");
+    for r in kinds {
+        let first = answer(&mut vm, r);
+        // A `429` kind is within its bucket at first.
+        let intended = if r.intended == 429 { 200 } else { r.intended };
+        assert_eq!(
+            first.status,
+            intended,
+            "{} ({} {}): {}",
+            r.kind,
+            r.method,
+            r.path,
+            first.text()
+        );
+        assert_eq!(first.forwarded, intended == 200, "{}", r.kind);
+        vm.take_fuel_used();
+        let again = answer(&mut vm, r);
+        let fuel: u64 = vm.take_fuel_used().iter().map(|f| f.fuel).sum();
+        println!("  {:<36} {:>4} {fuel:>10}", r.kind, again.status);
+        let budget = match r.kind {
+            "expired-token" | "forged-token" => INVALID_TOKEN_BUDGET,
+            _ => KIND_BUDGET,
+        };
+        assert!(fuel <= budget, "{}: {fuel} fuel, budget {budget}", r.kind);
+    }
+}
+
+#[test]
+fn the_hot_application_keys_run_out_of_their_bucket() {
+    let (mix, mut vm) = mix_and_vm();
+    let hot = mix
+        .requests
+        .iter()
+        .find(|r| r.intended == 429)
+        .expect("the mix has hot-key requests");
+    let statuses: Vec<u16> = (0..25).map(|_| answer(&mut vm, hot).status).collect();
+    // The bucket holds 20 and the clock stands still.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+}
