@@ -6,8 +6,9 @@
 //! the token (`exp` + skew) and with the key set they were verified
 //! against, so a key removed from the JWKS stops its tokens at once.
 //!
-//! Only verified tokens enter, at most `capacity` of them (each at most the
-//! provider's `max_token_bytes`). A full cache drops one arbitrary entry per
+//! A provider keeps two: verified tokens, and refused ones with the reason
+//! (so a replayed bad token is not checked again), each at most `capacity`
+//! entries (each token at most the provider's `max_token_bytes`). A full cache drops one arbitrary entry per
 //! insert (the hash order is random), never scanning the whole cache on the
 //! request path; expired entries go when they are next looked up.
 

@@ -23,6 +23,14 @@ use crate::normalize::RequestView;
 
 /// Verified tokens kept per provider and VM.
 pub const CACHE_CAPACITY: usize = 4096;
+/// Refused tokens kept per provider and VM, and for how long: a token
+/// refused for what it is (its signature, times, issuer, audience, header)
+/// is refused the same way while the keys stay the same, so a repeated bad
+/// token (a leaked expired one, a forged one replayed) costs a lookup, not
+/// a signature check. Fewer than verified ones: they are the attacker's
+/// choice and each may be `max_token_bytes` long.
+pub const REFUSED_CACHE_CAPACITY: usize = 256;
+pub const REFUSED_CACHE_SECONDS: u64 = 300;
 
 enum Keys {
     Inline(Rc<KeySet>),
@@ -46,6 +54,7 @@ pub struct Provider {
     keys: Keys,
     claims: ClaimMappingConfig,
     cache: TokenCache,
+    refused: TokenCache<JwtError>,
 }
 
 impl Provider {
@@ -103,6 +112,7 @@ impl Provider {
             keys,
             claims: config.claims.clone(),
             cache: TokenCache::new(CACHE_CAPACITY),
+            refused: TokenCache::new(REFUSED_CACHE_CAPACITY),
         })
     }
 
@@ -159,6 +169,9 @@ impl Provider {
                 host.count(Metric::JwtCacheHit, 1);
                 return JwtOutcome::Verified(identity);
             }
+            if let Some(error) = self.refused.get(token, now, *generation) {
+                return JwtOutcome::Invalid(error);
+            }
         }
         // Garbage is refused before waiting for keys that cannot help.
         if let Err(error) = decode_unverified(token) {
@@ -186,9 +199,28 @@ impl Provider {
                 }
                 JwtOutcome::Invalid(JwtError::UnknownKid)
             }
-            Err(error) => JwtOutcome::Invalid(error),
+            Err(error) => {
+                if stays_refused(error) {
+                    self.refused.insert(
+                        token,
+                        error,
+                        now.saturating_add(REFUSED_CACHE_SECONDS),
+                        generation,
+                        now,
+                    );
+                }
+                JwtOutcome::Invalid(error)
+            }
         }
     }
+}
+
+/// Whether a token refused with `error` is refused the same way on every
+/// later request while the keys stay the same. Not a token that is not
+/// valid yet (time makes it valid), nor one with an unknown `kid` (each
+/// such request asks for a refetch, and the new keys may know it).
+fn stays_refused(error: JwtError) -> bool {
+    !matches!(error, JwtError::NotYetValid | JwtError::UnknownKid)
 }
 
 fn keys(

@@ -170,6 +170,51 @@ fn repeated_tokens_come_from_the_cache() {
     assert_eq!(reply.status, 401);
 }
 
+/// A refused token is remembered with its reason: a repeat gets the same
+/// reply as the first refusal (and as a gateway that never saw it), and a
+/// token refused only because it is not valid yet is not remembered, so
+/// it passes once its time comes.
+#[test]
+fn refused_tokens_are_refused_alike_on_every_repeat_and_not_yet_valid_ones_pass_later() {
+    let forged = {
+        let t = token(json!({}));
+        let (head, _) = t.rsplit_once('.').unwrap();
+        let other = token(json!({"sub": "someone-else"}));
+        let (_, signature) = other.rsplit_once('.').unwrap();
+        format!("{head}.{signature}")
+    };
+    let expired = token(json!({"iat": NOW - 7200, "exp": NOW - 3600}));
+    for bad in [forged, expired] {
+        let auth = bearer(&bad);
+        let fresh = inline_gateway()
+            .admit(&request("/parking", &[("authorization", &auth)]), &host())
+            .unwrap_err();
+        let host = host();
+        let gw = inline_gateway();
+        for _ in 0..3 {
+            let reply = gw
+                .admit(&request("/parking", &[("authorization", &auth)]), &host)
+                .unwrap_err();
+            assert_eq!(reply.status, 401);
+            assert_eq!(reply.headers, fresh.headers);
+            assert_eq!(reply.body, fresh.body);
+        }
+        assert_eq!(host.counter(Metric::JwtCacheHit), 0);
+    }
+
+    let host = host();
+    let gw = inline_gateway();
+    let early = bearer(&token(json!({"nbf": NOW + 120})));
+    let reply = gw
+        .admit(&request("/parking", &[("authorization", &early)]), &host)
+        .unwrap_err();
+    assert_eq!(reply.status, 401);
+    host.advance_seconds(180);
+    assert!(gw
+        .admit(&request("/parking", &[("authorization", &early)]), &host)
+        .is_ok());
+}
+
 #[test]
 fn invalid_tokens_get_rfc_6750_challenges_without_echoing_the_token() {
     let host = host();
