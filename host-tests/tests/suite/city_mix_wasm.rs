@@ -9,10 +9,10 @@
 use citygate_host::bench_config::Demo;
 use citygate_host::city_mix::{self, MixRequest, MIN_PATHS, MIN_TOKENS};
 use citygate_host::wasm_build::workspace_root;
-use citygate_host::{Clock, Request, SharedStore, Vm};
+use citygate_host::{Request, Vm};
 use serde_json::Value;
 
-use crate::support::{demo_env, plugin, send, Answer};
+use crate::support::{bench_vm, send, Answer};
 
 /// The scenario clock: tokens are minted at this instant.
 const NOW: u64 = 1_790_000_000;
@@ -41,19 +41,8 @@ fn mix_and_vm() -> (city_mix::CityMix, Vm) {
         .and_then(Value::as_array_mut)
         .expect("auth.api_keys.keys")
         .extend(mix.api_keys.iter().cloned());
-    let clock = Clock::at_unix_secs(NOW);
-    let mut builder = plugin()
-        .vm()
-        .config(config.to_string())
-        .shared(&SharedStore::new())
-        .clock(&clock)
-        // As in Envoy: the response body reaches the filter that holds the
-        // headers to minimize it.
-        .headers_stop_iteration(true);
-    for (name, value) in demo_env() {
-        builder = builder.env(name, value);
-    }
-    (mix, builder.start().expect("the configuration is accepted"))
+    let vm = bench_vm(&config, NOW);
+    (mix, vm)
 }
 
 fn request(r: &MixRequest) -> Request {

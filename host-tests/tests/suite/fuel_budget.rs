@@ -17,7 +17,7 @@ use citygate_host::wasm_build::{filter_wasm, workspace_root};
 use citygate_host::{Clock, Hostcalls, Request, RequestOutcome, SharedStore, Upstream, Vm};
 use serde_json::{json, Value};
 
-use crate::support::{demo_credentials, get_with_bearer, plugin};
+use crate::support::{bench_vm, demo_credentials, get_with_bearer, plugin};
 
 /// The scenario clock: the token is minted at this instant, so it and
 /// everything derived from it are the same on every run.
@@ -37,15 +37,6 @@ fn operator_token() -> String {
     demo_credentials()
         .mint("operator", Tamper::None, NOW as i64)
         .expect("operator token")
-}
-
-fn demo_env() -> Vec<(String, String)> {
-    read(&root().join("policies/config/demo.env"))
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 /// One route for NGSI-v2 entities, anonymous or JWT-only.
@@ -123,20 +114,7 @@ fn config(stages: usize) -> Value {
 }
 
 fn vm(config: &Value) -> Vm {
-    let plugin = plugin();
-    let clock = Clock::at_unix_secs(NOW);
-    let mut builder = plugin
-        .vm()
-        .config(config.to_string())
-        .shared(&SharedStore::new())
-        .clock(&clock)
-        // As envoy/bench/variants/citygate.yaml: the response body reaches
-        // the filter that holds the headers to minimize it.
-        .headers_stop_iteration(true);
-    for (name, value) in demo_env() {
-        builder = builder.env(name, value);
-    }
-    builder.start().expect("the configuration is accepted")
+    bench_vm(config, NOW)
 }
 
 /// What one whole request cost (every callback from its headers to its

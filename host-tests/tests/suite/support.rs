@@ -15,7 +15,7 @@ use citygate_host::envoy::EnvoyProcess;
 use citygate_host::scenario::credentials::Credentials;
 use citygate_host::scenario::{CaseResult, Scenario};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{Headers, Plugin, Request, RequestOutcome, Upstream, Vm};
+use citygate_host::{Clock, Headers, Plugin, Request, RequestOutcome, SharedStore, Upstream, Vm};
 
 /// The release `citygate_filter.wasm`, built on first use.
 pub fn plugin() -> Plugin {
@@ -31,6 +31,24 @@ pub fn demo_credentials() -> Credentials {
 /// The city pack's VM environment (`policies/config/demo.env`).
 pub fn demo_env() -> BTreeMap<String, String> {
     read_env_file(&workspace_root().join("policies/config/demo.env")).expect("demo.env")
+}
+
+/// A VM of the real `.wasm` as the benchmark's citygate runs: `config`, the
+/// city pack's environment (demo.env), a clock standing at `now`, and the
+/// response body reaching the filter that holds the headers to minimize it
+/// (as in Envoy, envoy/bench/variants/citygate.yaml).
+pub fn bench_vm(config: &serde_json::Value, now: u64) -> Vm {
+    let clock = Clock::at_unix_secs(now);
+    let mut builder = plugin()
+        .vm()
+        .config(config.to_string())
+        .shared(&SharedStore::new())
+        .clock(&clock)
+        .headers_stop_iteration(true);
+    for (name, value) in demo_env() {
+        builder = builder.env(name, value);
+    }
+    builder.start().expect("the configuration is accepted")
 }
 
 /// `bytes` gzip-encoded (default level), as an upstream would send them.

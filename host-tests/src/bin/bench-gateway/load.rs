@@ -147,16 +147,21 @@ struct OhaSummary {
     requests_per_sec: f64,
 }
 
+/// `binary` as a command, run on `cpus` (`taskset -c`) when given.
+pub fn pinned(binary: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    }
+}
+
 impl Load {
     pub fn run(&self, oha: &Path) -> Result<Measured> {
-        let mut cmd = match &self.cpus {
-            Some(cpus) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", cpus]).arg(oha);
-                cmd
-            }
-            None => Command::new(oha),
-        };
+        let mut cmd = pinned(oha, self.cpus.as_deref());
         cmd.args(["--no-tui", "--output-format", "json"])
             .args(["-c", &self.connections.to_string()]);
         match self.requests {

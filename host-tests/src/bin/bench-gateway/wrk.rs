@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::load::Measured;
+use crate::load::{pinned, Measured};
 
 /// Path of a `wrk` binary to use instead of the one on `PATH`.
 pub const WRK_ENV: &str = "CITYGATE_WRK";
@@ -69,14 +69,7 @@ impl Replay<'_> {
     /// Runs wrk; `status_codes` holds `non-2xx` (wrk counts no more than
     /// that: the driver reads Envoy's and citygate's counters for the rest).
     pub fn run(&self, wrk: &Path) -> Result<Measured> {
-        let mut cmd = match &self.cpus {
-            Some(cpus) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", cpus]).arg(wrk);
-                cmd
-            }
-            None => Command::new(wrk),
-        };
+        let mut cmd = pinned(wrk, self.cpus.as_deref());
         let secs = self.duration.as_secs_f64().ceil().max(1.0);
         cmd.args(["-t", "1", "-c", &self.connections.to_string()])
             .args(["-d", &format!("{secs:.0}s"), "--timeout", "10s", "-s"])
