@@ -413,7 +413,7 @@ fn identities() -> Vec<Identity> {
     jwt.subject = Some("citizen-anna".into());
     jwt.roles = vec!["citizen".into()];
     jwt.scopes = vec!["openid".into()];
-    jwt.claims
+    jwt.claims_mut()
         .insert("amr".into(), serde_json::json!(["pwd", "mfa"]));
     vec![Identity::anonymous(), jwt]
 }

@@ -147,10 +147,13 @@ fn the_vm_and_the_interpreter_decide_every_city_request_alike() {
         client_id: Some("city-app".into()),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         scopes: vec!["openid".into()],
-        claims: serde_json::json!({"sub": "resident-7", "amr": amr})
-            .as_object()
-            .cloned()
-            .unwrap(),
+        claims: std::rc::Rc::new(
+            serde_json::json!({"sub": "resident-7", "amr": amr})
+                .as_object()
+                .cloned()
+                .unwrap()
+                .into(),
+        ),
     };
     let mut identities = vec![Identity::anonymous()];
     for role in [

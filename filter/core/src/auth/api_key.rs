@@ -165,7 +165,7 @@ impl ApiKeyStore {
             client_id: Some(entry.client_id.clone()),
             roles: entry.roles.clone(),
             scopes: entry.scopes.clone(),
-            claims,
+            claims: std::rc::Rc::new(claims.into()),
         })
     }
 }

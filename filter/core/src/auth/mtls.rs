@@ -111,7 +111,7 @@ impl DeviceMapper {
             ),
             roles: rule.map(|r| r.roles.clone()).unwrap_or_default(),
             scopes: rule.map(|r| r.scopes.clone()).unwrap_or_default(),
-            claims: serde_json::Map::new(),
+            claims: std::rc::Rc::default(),
         })
     }
 }

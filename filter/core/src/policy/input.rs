@@ -7,6 +7,7 @@
 //! receive), and `size` is a number (`-1` when unknown) rather than
 //! protojson's string.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -69,7 +70,7 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
         );
     }
 
-    let mut source = object([("address", socket_address(view.source))]);
+    let mut source = object([("address", SOURCE.with(|last| last.value(view.source)))]);
     if let (Some(principal), Ok(map)) = (peer_principal(view), source.as_object_mut()) {
         map.insert(Value::from("principal"), Value::from(principal));
     }
@@ -81,7 +82,10 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
                 ("source", source),
                 (
                     "destination",
-                    object([("address", socket_address(view.destination))]),
+                    object([(
+                        "address",
+                        DESTINATION.with(|last| last.value(view.destination)),
+                    )]),
                 ),
                 ("request", object([("http", http)])),
             ]),
@@ -90,13 +94,7 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
         ("parsed_query", multimap(&view.query)),
         ("parsed_body", parsed_body),
         ("truncated_body", Value::from(truncated)),
-        (
-            "version",
-            object([
-                ("encoding", Value::from("protojson")),
-                ("ext_authz", Value::from("v3")),
-            ]),
-        ),
+        ("version", VERSION.with(Value::clone)),
         ("identity", identity(request.identity)),
         // citygate's own: the client after the trusted-hops rule, which a
         // policy can test with `net.cidr_contains` (the socket peer is
@@ -170,6 +168,37 @@ fn headers(view: &RequestView, upstream_path: &str) -> Value {
             .map(|(k, v)| (Value::from(k), Value::from(v)))
             .collect::<BTreeMap<Value, Value>>(),
     )
+}
+
+thread_local! {
+    /// The same on every request: built once per thread (once per Wasm VM).
+    static VERSION: Value = object([
+        ("encoding", Value::from("protojson")),
+        ("ext_authz", Value::from("v3")),
+    ]);
+    /// A connection's requests share their source address, and a listener's
+    /// its destination: the last of each is kept, built (formatted) once.
+    static SOURCE: LastAddress = LastAddress::default();
+    static DESTINATION: LastAddress = LastAddress::default();
+}
+
+/// The most recent address and its input value (regorus values are
+/// reference-counted: a clone is a pointer copy).
+#[derive(Default)]
+struct LastAddress(RefCell<Option<(Option<SocketAddr>, Value)>>);
+
+impl LastAddress {
+    fn value(&self, address: Option<SocketAddr>) -> Value {
+        let mut last = self.0.borrow_mut();
+        match &*last {
+            Some((seen, value)) if *seen == address => value.clone(),
+            _ => {
+                let value = socket_address(address);
+                *last = Some((address, value.clone()));
+                value
+            }
+        }
+    }
 }
 
 fn socket_address(address: Option<SocketAddr>) -> Value {
@@ -258,13 +287,14 @@ fn identity(identity: &Identity) -> Value {
         ("scopes", strings(&identity.scopes)),
         (
             "claims",
-            Value::from(
-                identity
-                    .claims
-                    .iter()
-                    .map(|(k, v)| (Value::from(k.as_str()), json(v)))
-                    .collect::<BTreeMap<Value, Value>>(),
-            ),
+            identity.claims.policy_value(|claims| {
+                Value::from(
+                    claims
+                        .iter()
+                        .map(|(k, v)| (Value::from(k.as_str()), json(v)))
+                        .collect::<BTreeMap<Value, Value>>(),
+                )
+            }),
         ),
     ])
 }

@@ -47,7 +47,7 @@ fn jwt_identity() -> Identity {
         client_id: None,
         roles: vec!["citizen".into()],
         scopes: vec![],
-        claims,
+        claims: std::rc::Rc::new(claims.into()),
     }
 }
 
@@ -66,6 +66,77 @@ fn input_of(v: &RequestView, body: Option<&[u8]>, truncated: bool) -> Value {
 
 fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| &v[&Value::from(*k)])
+}
+
+fn input_with(v: &RequestView, identity: &Identity) -> Value {
+    input::build_input(&RequestContext {
+        view: v,
+        identity,
+        route: &route(),
+        body: None,
+        body_truncated: false,
+    })
+    .unwrap()
+}
+
+/// A cached token's identity shares its claims, whose policy view is built
+/// once: every request must still see exactly its own claims, and the
+/// addresses and constant parts kept between requests must equal what a
+/// fresh build gives.
+#[test]
+fn kept_parts_of_the_input_equal_a_fresh_build() {
+    let v = view("GET", "/v2/entities", &[]);
+    let cached = jwt_identity();
+    let first = input_with(&v, &cached);
+    let fresh = input_with(&v, &jwt_identity());
+    assert_eq!(first, fresh);
+    // A second request with the same (shared) claims.
+    let shared = cached.clone();
+    assert!(std::rc::Rc::ptr_eq(&shared.claims, &cached.claims));
+    assert_eq!(input_with(&v, &shared), fresh);
+    // A changed copy gets its own claims and its own view of them; the
+    // cached identity keeps its own.
+    let mut changed = cached.clone();
+    changed
+        .claims_mut()
+        .insert("amr".into(), serde_json::json!(["pwd"]));
+    let changed_input = input_with(&v, &changed);
+    assert_eq!(
+        at(&changed_input, &["identity", "claims", "amr"]),
+        &Value::from(vec![Value::from("pwd")])
+    );
+    assert_eq!(input_with(&v, &cached), fresh);
+    // Another peer and another listener address are not answered from the
+    // last request's.
+    let mut other = v.clone();
+    other.source = "198.51.100.9:5555".parse().ok();
+    other.destination = "10.0.0.2:9090".parse().ok();
+    let other_input = input_with(&other, &cached);
+    let address = |input: &Value, side: &str| {
+        at(
+            input,
+            &["attributes", side, "address", "socketAddress", "address"],
+        )
+        .clone()
+    };
+    assert_eq!(address(&other_input, "source"), Value::from("198.51.100.9"));
+    assert_eq!(
+        address(&other_input, "destination"),
+        Value::from("10.0.0.2")
+    );
+    assert_eq!(
+        address(&input_with(&v, &cached), "source"),
+        Value::from("192.0.2.7")
+    );
+    let mut no_peer = v.clone();
+    no_peer.source = None;
+    assert_eq!(
+        at(
+            &input_with(&no_peer, &cached),
+            &["attributes", "source", "address"]
+        ),
+        &Value::new_object()
+    );
 }
 
 #[test]

@@ -224,10 +224,10 @@ mod tests {
         let mut identity = Identity::anonymous();
         identity.subject = Some("parking-app".into());
         identity
-            .claims
+            .claims_mut()
             .insert(KEY_ID_CLAIM.into(), serde_json::json!("key-1"));
         identity
-            .claims
+            .claims_mut()
             .insert("plan".into(), serde_json::json!("gold"));
         assert_eq!(hash_of(&spec, &view("", &[]), &identity), None);
         identity.kind = IdentityKind::ApiKey;
@@ -236,13 +236,15 @@ mod tests {
         // Another key of the same client application is another bucket.
         let mut other_key = identity.clone();
         other_key
-            .claims
+            .claims_mut()
             .insert(KEY_ID_CLAIM.into(), serde_json::json!("key-2"));
         assert_ne!(gold, hash_of(&spec, &view("", &[]), &other_key));
-        identity.claims.insert("plan".into(), serde_json::json!(1));
+        identity
+            .claims_mut()
+            .insert("plan".into(), serde_json::json!(1));
         let one = hash_of(&spec, &view("", &[]), &identity);
         identity
-            .claims
+            .claims_mut()
             .insert("plan".into(), serde_json::json!("1"));
         assert_ne!(one, hash_of(&spec, &view("", &[]), &identity));
     }

@@ -348,7 +348,7 @@ fn plans_are_plain_config_premium_gets_the_larger_bucket() {
     alice.subject = Some("alice".into());
     let mut bob = alice.clone();
     bob.subject = Some("bob".into());
-    bob.claims.insert("plan".into(), json!("premium"));
+    bob.claims_mut().insert("plan".into(), json!("premium"));
     let mut carol = alice.clone();
     carol.subject = Some("carol".into());
     carol.roles = vec!["operator".into()];

@@ -60,7 +60,7 @@ pub fn identity(claims: Map<String, Value>, mapping: &ClaimMappingConfig) -> Ide
         client_id: mapping.client_id.iter().find_map(|p| text(p)),
         roles: collect(&claims, &mapping.roles),
         scopes: collect(&claims, &mapping.scopes),
-        claims,
+        claims: std::rc::Rc::new(claims.into()),
     }
 }
 
