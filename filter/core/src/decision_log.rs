@@ -3,6 +3,8 @@
 //! subject only as a keyed pseudonym, never a token, key, body value or raw IP.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
@@ -21,7 +23,12 @@ pub struct DecisionRecord {
     pub method: String,
     pub path: String,
     pub identity_kind: Option<&'static str>,
+    /// The subject's pseudonym, computed when the line is written.
     pub subject: Option<String>,
+    /// The subject and the key it is pseudonymized with, until then: an
+    /// HMAC per request is not worth paying for a line the proxy drops.
+    #[serde(skip)]
+    pub(crate) pending_subject: Option<PendingSubject>,
     pub outcome: Outcome,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,11 +62,29 @@ pub struct RedactionSummary {
     pub counts: BTreeMap<String, u64>,
 }
 
+/// A raw subject waiting for its pseudonym; never serialized, and its
+/// `Debug` does not show it.
+#[derive(Clone, PartialEq)]
+pub(crate) struct PendingSubject {
+    subject: String,
+    key: Rc<[u8]>,
+}
+
+impl fmt::Debug for PendingSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingSubject(..)")
+    }
+}
+
 impl DecisionRecord {
-    pub fn identify(&mut self, identity: &Identity, pseudonym_key: Option<&[u8]>) {
+    pub fn identify(&mut self, identity: &Identity, pseudonym_key: Option<&Rc<[u8]>>) {
         self.identity_kind = Some(identity.kind.as_str());
-        self.subject = match (pseudonym_key, identity.subject.as_deref()) {
-            (Some(key), Some(subject)) => Some(pseudonym(key, subject)),
+        self.subject = None;
+        self.pending_subject = match (pseudonym_key, &identity.subject) {
+            (Some(key), Some(subject)) => Some(PendingSubject {
+                subject: subject.clone(),
+                key: Rc::clone(key),
+            }),
             _ => None,
         };
     }
@@ -78,6 +103,9 @@ impl DecisionRecord {
     pub fn emit(mut self, host: &dyn Host) {
         if !host.log_enabled(LogLevel::Info) {
             return;
+        }
+        if let Some(pending) = self.pending_subject.take() {
+            self.subject = Some(pseudonym(&pending.key, &pending.subject));
         }
         self.time = rfc3339_utc(host.now_unix_nanos());
         let line = serde_json::to_string(&self)
@@ -142,7 +170,9 @@ mod tests {
         identity.kind = IdentityKind::Jwt;
         identity.subject = Some("citizen-4711".into());
         let mut record = DecisionRecord::default();
-        record.identify(&identity, Some(b"log-key"));
+        let key: Rc<[u8]> = Rc::from(&b"log-key"[..]);
+        record.identify(&identity, Some(&key));
+        assert!(!format!("{record:?}").contains("citizen-4711"));
         record.emit(&host);
         let line = &host.log_lines()[0];
         assert!(!line.contains("citizen-4711"));

@@ -15,7 +15,9 @@ use citygate_host::envoy::EnvoyProcess;
 use citygate_host::scenario::credentials::Credentials;
 use citygate_host::scenario::{CaseResult, Scenario};
 use citygate_host::wasm_build::{filter_wasm, workspace_root};
-use citygate_host::{Clock, Headers, Plugin, Request, RequestOutcome, SharedStore, Upstream, Vm};
+use citygate_host::{
+    Clock, Headers, Plugin, ProxyLogLevel, Request, RequestOutcome, SharedStore, Upstream, Vm,
+};
 
 /// The release `citygate_filter.wasm`, built on first use.
 pub fn plugin() -> Plugin {
@@ -38,9 +40,16 @@ pub fn demo_env() -> BTreeMap<String, String> {
 /// response body reaching the filter that holds the headers to minimize it
 /// (as in Envoy, envoy/bench/variants/citygate.yaml).
 pub fn bench_vm(config: &serde_json::Value, now: u64) -> Vm {
+    bench_vm_logging(config, now, ProxyLogLevel::Info)
+}
+
+/// [`bench_vm`] with Envoy's log level at `level` (the benchmark's Envoy
+/// runs at `warn`: decision lines are dropped).
+pub fn bench_vm_logging(config: &serde_json::Value, now: u64, level: ProxyLogLevel) -> Vm {
     let clock = Clock::at_unix_secs(now);
     let mut builder = plugin()
         .vm()
+        .log_level(level)
         .config(config.to_string())
         .shared(&SharedStore::new())
         .clock(&clock)

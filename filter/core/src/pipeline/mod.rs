@@ -21,6 +21,8 @@ pub use request::{
 };
 pub use response::ResponseHeaders;
 
+use std::rc::Rc;
+
 use crate::auth::Authenticator;
 use crate::config::{self, ConfigError, PluginConfig, RouteConfig};
 use crate::cors::{self, Cors};
@@ -46,6 +48,9 @@ pub struct CompiledConfig {
     limits: RateLimiter,
     policy: PolicyEngine,
     redactor: Redactor,
+    /// `decision_log.pseudonym_key`, shared with each request's record,
+    /// which pseudonymizes its subject only if its line is written.
+    pseudonym_key: Option<Rc<[u8]>>,
 }
 
 impl CompiledConfig {
@@ -67,6 +72,11 @@ impl CompiledConfig {
             limits: RateLimiter::compile(&config.rate_limits, &config.routes)?,
             policy,
             redactor: Redactor::compile(&config.redaction, &config.routes)?,
+            pseudonym_key: config
+                .decision_log
+                .pseudonym_key
+                .as_deref()
+                .map(|key| Rc::from(key.as_bytes())),
             config,
         })
     }
@@ -95,12 +105,8 @@ impl CompiledConfig {
         &self.redactor
     }
 
-    fn pseudonym_key(&self) -> Option<&[u8]> {
-        self.config
-            .decision_log
-            .pseudonym_key
-            .as_deref()
-            .map(str::as_bytes)
+    fn pseudonym_key(&self) -> Option<&Rc<[u8]>> {
+        self.pseudonym_key.as_ref()
     }
 
     /// The `:path` a request citygate answers itself should leave in
