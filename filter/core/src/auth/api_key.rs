@@ -3,6 +3,7 @@
 //! leaked configuration does not leak usable keys.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -11,7 +12,7 @@ use super::config::{ApiKeysConfig, Timestamp};
 use super::credential::{self, Found};
 use super::time::parse_rfc3339;
 use crate::config::ConfigError;
-use crate::identity::{Identity, IdentityKind};
+use crate::identity::{Claims, Identity, IdentityKind};
 use crate::normalize::RequestView;
 
 /// The claim naming the API key's `id` in `Identity.claims` (rate limits and
@@ -45,8 +46,10 @@ impl ApiKeyError {
 
 #[derive(Debug)]
 struct ApiKey {
-    id: String,
     client_id: String,
+    /// `{"api_key_id": id}`, shared by every request with this key, so its
+    /// policy view is built once.
+    claims: Rc<Claims>,
     roles: Vec<String>,
     scopes: Vec<String>,
     not_before: Option<u64>,
@@ -94,8 +97,10 @@ impl ApiKeyStore {
             })?;
             let not_before = timestamp(key.not_before.as_ref(), &format!("{at}.not_before"))?;
             let not_after = timestamp(key.not_after.as_ref(), &format!("{at}.not_after"))?;
+            let mut claims = Map::new();
+            claims.insert(KEY_ID_CLAIM.to_string(), Value::String(key.id.clone()));
             let entry = ApiKey {
-                id: key.id.clone(),
+                claims: Rc::new(claims.into()),
                 client_id: key.client_id.clone(),
                 roles: key.roles.clone(),
                 scopes: key.scopes.clone(),
@@ -157,15 +162,13 @@ impl ApiKeyStore {
         if entry.not_after.is_some_and(|naf| now >= naf) {
             return Err(ApiKeyError::Expired);
         }
-        let mut claims = Map::new();
-        claims.insert(KEY_ID_CLAIM.to_string(), Value::String(entry.id.clone()));
         Ok(Identity {
             kind: IdentityKind::ApiKey,
             subject: Some(entry.client_id.clone()),
             client_id: Some(entry.client_id.clone()),
             roles: entry.roles.clone(),
             scopes: entry.scopes.clone(),
-            claims: std::rc::Rc::new(claims.into()),
+            claims: Rc::clone(&entry.claims),
         })
     }
 }
