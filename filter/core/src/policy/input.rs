@@ -7,6 +7,7 @@
 //! receive), and `size` is a number (`-1` when unknown) rather than
 //! protojson's string.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,7 +151,9 @@ fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
 /// overrides) are left out: a policy must not decide on a value upstream
 /// never sees, nor on a forged identity header.
 fn headers(view: &RequestView, upstream_path: &str) -> Value {
-    let mut joined: BTreeMap<&str, String> = BTreeMap::new();
+    // Borrowed until a header repeats: most values are copied once, into
+    // the policy's value.
+    let mut joined: BTreeMap<&str, Cow<'_, str>> = BTreeMap::new();
     let stripped = |name: &str| {
         name.starts_with(SPOOFABLE_HEADER_PREFIX) || METHOD_OVERRIDE_HEADERS.contains(&name)
     };
@@ -163,15 +166,16 @@ fn headers(view: &RequestView, upstream_path: &str) -> Value {
         joined
             .entry(name.as_str())
             .and_modify(|v| {
+                let v = v.to_mut();
                 v.push(',');
                 v.push_str(value);
             })
-            .or_insert_with(|| value.to_string());
+            .or_insert(Cow::Borrowed(value));
     }
     map_of(
         joined
             .into_iter()
-            .map(|(k, v)| (Value::from(k), Value::from(v))),
+            .map(|(k, v)| (Value::from(k), Value::from(v.as_ref()))),
     )
 }
 
