@@ -22,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod ip_rules;
 pub mod metrics;
+pub mod ngsi;
 pub mod normalize;
 pub mod pipeline;
 pub mod policy;

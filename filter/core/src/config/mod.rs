@@ -150,6 +150,22 @@ mod tests {
     }
 
     #[test]
+    fn an_ngsi_route_must_buffer_request_bodies() {
+        let err = parse(
+            br#"{"routes":[{"name":"broker","match":{"path_prefix":"/v2"},"ngsi":"v2"}]}"#,
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "$.routes[0].request_body.buffer");
+        let bad = parse(
+            br#"{"routes":[{"name":"broker","match":{"path_prefix":"/v2"},"ngsi":"v3"}]}"#,
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(bad.path, "$.routes[0].ngsi");
+    }
+
+    #[test]
     fn unknown_field_names_its_json_path() {
         let err = parse(
             br#"{"routes":[{"name":"x","match":{"path_prefx":"/"}}]}"#,

@@ -4,6 +4,7 @@ use super::ConfigError;
 use crate::auth::RouteAuth;
 use crate::cors::CorsConfig;
 use crate::ip_rules::IpRulesConfig;
+use crate::ngsi::Api;
 use crate::policy::RoutePolicy;
 use crate::redact::RouteRedaction;
 use crate::request_limits::RequestLimitsConfig;
@@ -35,6 +36,12 @@ pub struct RouteConfig {
     pub redaction: RouteRedaction,
     #[serde(default)]
     pub request_body: RequestBodyConfig,
+    /// The route serves a FIWARE context broker's NGSI-v2 (`"v2"`) or
+    /// NGSI-LD (`"ld"`) API: its policy gets `input.ngsi` (README,
+    /// "NGSI requests"). Needs `request_body.buffer`: batch and
+    /// subscription targets are in the body.
+    #[serde(default)]
+    pub ngsi: Option<Api>,
 }
 
 /// Matches the *normalized* path. Prefixes match whole segments: `/admin`
@@ -134,6 +141,12 @@ pub(super) fn validate_routes(routes: &[RouteConfig]) -> Result<(), ConfigError>
                 ));
             }
             _ => {}
+        }
+        if route.ngsi.is_some() && !route.request_body.buffer {
+            return Err(ConfigError::new(
+                format!("{at}.request_body.buffer"),
+                "a route with `ngsi` must buffer request bodies: batch operations and subscriptions name their targets in the body",
+            ));
         }
         for (i, method) in m.methods.iter().enumerate() {
             let valid = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());

@@ -17,6 +17,7 @@ use regorus::Value;
 use super::RequestContext;
 use crate::auth::jwt::strict_json;
 use crate::identity::Identity;
+use crate::ngsi::{self, NgsiError, NgsiRequest};
 use crate::normalize::{
     decode_form, RequestView, METHOD_OVERRIDE_HEADERS, SPOOFABLE_HEADER_PREFIX,
 };
@@ -26,12 +27,16 @@ use crate::normalize::{
 pub enum InputError {
     /// A JSON request body that does not parse (OPA-Envoy fails the check too).
     BodyNotJson,
+    /// A request on an NGSI route that `input.ngsi` cannot describe
+    /// without ambiguity.
+    Ngsi(NgsiError),
 }
 
 impl InputError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> String {
         match self {
-            Self::BodyNotJson => "request body is not valid JSON",
+            Self::BodyNotJson => "request body is not valid JSON".to_string(),
+            Self::Ngsi(error) => error.reason(),
         }
     }
 }
@@ -71,12 +76,29 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
         );
     }
 
+    let ngsi = match request.route.ngsi {
+        Some(api) => Some(
+            ngsi::derive(
+                api,
+                &ngsi::RequestParts {
+                    method: &view.method,
+                    path: &view.path,
+                    query: &view.query,
+                    headers: &view.headers,
+                    body: request.body.filter(|_| !truncated),
+                },
+            )
+            .map_err(InputError::Ngsi)?,
+        ),
+        None => None,
+    };
+
     let mut source = object([("address", SOURCE.with(|last| last.value(view.source)))]);
     if let (Some(principal), Ok(map)) = (peer_principal(view), source.as_object_mut()) {
         map.insert(Value::from("principal"), Value::from(principal));
     }
 
-    Ok(object([
+    let mut input = object([
         (
             "attributes",
             object([
@@ -118,7 +140,54 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
             "route",
             object([("name", Value::from(request.route.name.as_str()))]),
         ),
-    ]))
+    ]);
+    if let (Some(ngsi), Ok(map)) = (&ngsi, input.as_object_mut()) {
+        map.insert(Value::from("ngsi"), ngsi_value(ngsi));
+    }
+    Ok(input)
+}
+
+/// `input.ngsi`: absent on routes without `"ngsi"`.
+fn ngsi_value(ngsi: &NgsiRequest) -> Value {
+    let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
+    let subscription = ngsi.subscription.as_ref().map_or(Value::Null, |s| {
+        object([
+            ("notification_url", optional(&s.notification_url)),
+            (
+                "entities",
+                Value::from(
+                    s.entities
+                        .iter()
+                        .map(|e| {
+                            object([
+                                ("id", optional(&e.id)),
+                                ("id_pattern", optional(&e.id_pattern)),
+                                ("type", optional(&e.entity_type)),
+                            ])
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            ("attrs", strings(&s.attrs)),
+        ])
+    });
+    object([
+        ("api", Value::from(ngsi.api.as_str())),
+        ("action", Value::from(ngsi.action.as_str())),
+        ("tenant", optional(&ngsi.tenant)),
+        ("service_path", strings(&ngsi.service_path)),
+        ("entity_types", strings(&ngsi.entity_types)),
+        ("entity_ids", strings(&ngsi.entity_ids)),
+        ("id_patterns", strings(&ngsi.id_patterns)),
+        ("attrs", strings(&ngsi.attrs)),
+        ("query_attrs", strings(&ngsi.query_attrs)),
+        ("q", optional(&ngsi.q)),
+        ("mq", optional(&ngsi.mq)),
+        ("georel", optional(&ngsi.georel)),
+        ("context", optional(&ngsi.context)),
+        ("batch", Value::from(ngsi.batch)),
+        ("subscription", subscription),
+    ])
 }
 
 fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {

@@ -1132,3 +1132,82 @@ fn a_policy_the_vm_cannot_compile_runs_in_the_interpreter() {
     );
     assert_eq!(err.path, "$.policy.evaluator");
 }
+
+fn ngsi_route() -> RouteConfig {
+    serde_json::from_str(
+        r#"{"name":"broker","match":{"path_prefix":"/"},"ngsi":"v2","request_body":{"buffer":true}}"#,
+    )
+    .unwrap()
+}
+
+fn ngsi_input(
+    v: &RequestView,
+    body: Option<&[u8]>,
+    truncated: bool,
+) -> Result<Value, input::InputError> {
+    input::build_input(&RequestContext {
+        view: v,
+        identity: &jwt_identity(),
+        route: &ngsi_route(),
+        body,
+        body_truncated: truncated,
+    })
+}
+
+#[test]
+fn an_ngsi_route_gives_the_policy_input_ngsi_and_others_do_not() {
+    let v = view(
+        "GET",
+        "/v2/entities?type=ParkingSpot&q=occupiedBy==x",
+        &[("fiware-service", "parking")],
+    );
+    let input = ngsi_input(&v, Some(b""), false).unwrap();
+    let ngsi = at(&input, &["ngsi"]);
+    assert_eq!(
+        ngsi,
+        &Value::from_json_str(
+            r#"{"api":"v2","action":"read_entities","tenant":"parking","service_path":[],
+                "entity_types":["ParkingSpot"],"entity_ids":[],"id_patterns":[],"attrs":[],
+                "query_attrs":["occupiedBy"],"q":"occupiedBy==x","mq":null,"georel":null,
+                "context":null,"batch":false,"subscription":null}"#
+        )
+        .unwrap()
+    );
+    // The OPA-Envoy part is the same as on a route without `ngsi`.
+    let plain = input_of(&v, Some(b""), false);
+    assert_eq!(at(&plain, &["ngsi"]), &Value::Undefined);
+    let mut without = input.clone();
+    let members = without.as_object_mut().unwrap();
+    members.remove(&Value::from("ngsi"));
+    members.insert(Value::from("route"), at(&plain, &["route"]).clone());
+    assert_eq!(without, plain);
+}
+
+#[test]
+fn an_ngsi_request_that_cannot_be_described_is_an_input_error() {
+    let twice = view(
+        "GET",
+        "/v2/entities",
+        &[("fiware-service", "a"), ("fiware-service", "b")],
+    );
+    assert_eq!(
+        ngsi_input(&twice, Some(b""), false).unwrap_err(),
+        input::InputError::Ngsi(crate::ngsi::NgsiError::RepeatedHeader("fiware-service"))
+    );
+    // A batch cut at `request_body.max_bytes` is not judged by its start.
+    let batch = view(
+        "POST",
+        "/v2/op/update",
+        &[("content-type", "application/json")],
+    );
+    let start = br#"{"actionType":"delete","entities":[{"id":"a","type":"T"}]}"#;
+    assert_eq!(
+        ngsi_input(&batch, Some(start), true).unwrap_err(),
+        input::InputError::Ngsi(crate::ngsi::NgsiError::BodyUnread)
+    );
+    let whole = ngsi_input(&batch, Some(start), false).unwrap();
+    assert_eq!(
+        at(&whole, &["ngsi", "action"]),
+        &Value::from("delete_entities")
+    );
+}

@@ -71,6 +71,7 @@ mod tests {
             policy: Default::default(),
             redaction,
             request_body: Default::default(),
+            ngsi: None,
         }
     }
 
