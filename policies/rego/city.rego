@@ -69,6 +69,33 @@ open_data_request if {
 	every t in entity_types {
 		t in data.city.open_data_types
 	}
+	open_data_query
+}
+
+# --- Filters, sorts and projections ------------------------------------------
+#
+# A filter on an attribute the caller's profile removes or generalizes
+# answers questions about it without showing it: q=occupiedBy=="<plate>"
+# tells which spot a car occupies though occupiedBy never appears in the
+# answer. input.ngsi.query_attrs names every attribute a filter, sort,
+# projection or geo-query references ("*" when citygate cannot tell), and
+# a caller's own JSON-LD context could rename attributes, so it is refused.
+
+# Open data: only what the open-data profile shows unchanged.
+open_data_query if {
+	input.ngsi.context == null
+	every a in input.ngsi.query_attrs {
+		a in data.city.open_data_query_attrs
+	}
+}
+
+# Analysts: nothing the analyst profile hashes, removes or generalizes.
+analyst_query if {
+	input.ngsi.context == null
+	every a in input.ngsi.query_attrs {
+		a != "*"
+		not a in data.city.analyst_hidden_attrs
+	}
 }
 
 # --- Rules, most privileged first --------------------------------------------
@@ -105,6 +132,7 @@ analyst_allowed if {
 	roles["traffic-analyst"]
 	is_read
 	ngsi
+	analyst_query
 }
 
 analyst_allowed if {

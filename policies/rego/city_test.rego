@@ -5,12 +5,19 @@ import rego.v1
 import data.citygate.city
 
 # A request as citygate builds the input (OPA-Envoy v3 shape + identity).
+# `ngsi` as the filter derives it on the NGSI routes (other routes do not
+# read it): no filters, no caller context.
 req(method, parsed_path, query, identity) := {
 	"attributes": {"request": {"http": {"method": method, "headers": {}}}},
 	"parsed_path": parsed_path,
 	"parsed_query": query,
 	"identity": identity,
+	"ngsi": {"query_attrs": [], "context": null},
 }
+
+filtering(r, attrs) := object.union(r, {"ngsi": {"query_attrs": attrs}})
+
+with_context(r, link) := object.union(r, {"ngsi": {"context": link}})
 
 with_header(r, name, value) := object.union(r, {"attributes": {"request": {"http": {"headers": {name: value}}}}})
 
@@ -214,4 +221,48 @@ test_unknown_role_gets_nothing_but_open_data if {
 
 test_denials_carry_a_reason if {
 	decide(req("GET", ["admin"], {}, anonymous)).reason == "no rule allows this request"
+}
+
+# --- filters, sorts and projections -------------------------------------------
+
+test_open_data_may_filter_on_what_it_shows if {
+	allowed_with(filtering(req("GET", parking_list, parking_query, anonymous), ["occupancy", "totalSpotNumber"]), "open-data")
+}
+
+test_open_data_may_not_filter_on_what_it_removes if {
+	denied(filtering(req("GET", parking_list, parking_query, anonymous), ["occupiedBy"]))
+	denied(filtering(req("GET", parking_list, parking_query, anonymous), ["occupancy", "ownerName"]))
+}
+
+test_open_data_may_not_filter_on_what_it_generalizes if {
+	denied(filtering(req("GET", parking_list, parking_query, anonymous), ["location"]))
+	denied(filtering(req("GET", parking_list, parking_query, anonymous), ["dateObserved"]))
+}
+
+test_open_data_refuses_what_cannot_be_read if {
+	denied(filtering(req("GET", parking_list, parking_query, anonymous), ["*"]))
+}
+
+test_open_data_refuses_a_callers_own_context if {
+	denied(with_context(req("GET", ["ngsi-ld", "v1", "entities"], parking_query, anonymous), "<https://evil.example/ctx.jsonld>"))
+}
+
+test_open_data_needs_the_ngsi_input if {
+	r := req("GET", parking_list, parking_query, anonymous)
+	denied(object.remove(r, ["ngsi"]))
+}
+
+test_analysts_may_not_filter_on_what_their_profile_hides if {
+	denied(filtering(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), ["licensePlate"]))
+	denied(filtering(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), ["location"]))
+	denied(filtering(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), ["*"]))
+	denied(with_context(req("GET", ["ngsi-ld", "v1", "entities"], {}, analyst), "<https://evil.example/ctx.jsonld>"))
+}
+
+test_analysts_may_filter_on_the_rest if {
+	allowed_with(filtering(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), ["intensity", "averageVehicleSpeed"]), "analyst")
+}
+
+test_operators_filter_freely if {
+	allowed_with(filtering(req("GET", parking_list, {}, operator), ["licensePlate", "*"]), "operator")
 }

@@ -82,6 +82,56 @@ fn the_committed_city_pack_configuration_is_its_bundled_source() {
     );
 }
 
+/// The pack's filter lists (policies/rego/data.json) follow the redaction
+/// profiles they protect: a profile that starts hiding an attribute must
+/// stop callers filtering on it, or the filter answers what the answer
+/// hides.
+#[test]
+fn the_city_packs_filterable_attributes_follow_the_redaction_profiles() {
+    let root = workspace_root();
+    let read = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(path)).unwrap()).unwrap()
+    };
+    let data = read("policies/rego/data.json");
+    let profiles = read("policies/config/redaction.json")["redaction"]["profiles"].clone();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let ruled = |profile: &serde_json::Value| -> Vec<String> {
+        let mut all = Vec::new();
+        for rule in profile["rules"].as_array().unwrap() {
+            if let Some(fields) = rule.get("fields") {
+                all.extend(names(fields));
+            }
+        }
+        all
+    };
+    // Open data: what the allowlist keeps and no rule changes.
+    let open = &profiles["open-data"];
+    let changed = ruled(open);
+    let mut shown: Vec<String> = names(&open["allow"])
+        .into_iter()
+        .filter(|a| a != "@context" && !changed.contains(a))
+        .collect();
+    let mut listed = names(&data["city"]["open_data_query_attrs"]);
+    shown.sort();
+    listed.sort();
+    assert_eq!(listed, shown, "data.city.open_data_query_attrs");
+    assert!(!listed.contains(&"location".to_string()));
+    // Analysts: everything a field rule of their profile touches.
+    let mut hidden = ruled(&profiles["analyst"]);
+    let mut listed = names(&data["city"]["analyst_hidden_attrs"]);
+    hidden.sort();
+    hidden.dedup();
+    listed.sort();
+    assert_eq!(listed, hidden, "data.city.analyst_hidden_attrs");
+    assert!(listed.contains(&"licensePlate".to_string()));
+}
+
 #[test]
 fn the_readme_lists_every_metric() {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
