@@ -142,11 +142,13 @@ fn the_hot_application_keys_run_out_of_their_bucket() {
 
 /// Average fuel per request over the whole mix, warm: ~20 % over what it
 /// cost when set (2026-12-07: 434 767, after the shared claims view; 472 788
-/// before).
+/// before; 2026-12-08: 464 081 with `input.ngsi` on the NGSI routes and the
+/// pack's filter rules).
 const MIX_FUEL_BUDGET: u64 = 520_000;
-/// Average hostcalls per request over the whole mix (2026-12-07: 29.98): one
-/// more call per request fails.
-const MIX_HOSTCALL_BUDGET: f64 = 30.0;
+/// Average hostcalls per request over the whole mix (2026-12-07: 29.98;
+/// 2026-12-08: 30.01, the NGSI routes buffering request bodies): one more
+/// call per request fails.
+const MIX_HOSTCALL_BUDGET: f64 = 30.1;
 
 /// The whole mix, replayed twice through one VM (the second pass measured,
 /// caches warm as in the benchmark's measured runs): fuel and hostcalls per
