@@ -194,7 +194,7 @@ impl NgsiError {
 }
 
 /// The parts of a request the derivation reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct RequestParts<'a> {
     pub method: &'a str,
     /// The normalized path, without the query.
@@ -204,6 +204,9 @@ pub struct RequestParts<'a> {
     pub headers: &'a [(String, String)],
     /// The whole body, or `None` when it was not buffered or was cut.
     pub body: Option<&'a [u8]>,
+    /// Parses a body as JSON, `None` for anything two parsers could read
+    /// differently (the policy's strict parser: repeated members refused).
+    pub parse_json: &'a dyn Fn(&[u8]) -> Option<serde_json::Value>,
 }
 
 /// Query parameters whose meaning citygate derives; each may appear once.

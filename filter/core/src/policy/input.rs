@@ -86,6 +86,7 @@ pub fn build_input(request: &RequestContext<'_>) -> Result<Value, InputError> {
                     query: &view.query,
                     headers: &view.headers,
                     body: request.body.filter(|_| !truncated),
+                    parse_json: &strict_json::value,
                 },
             )
             .map_err(InputError::Ngsi)?,

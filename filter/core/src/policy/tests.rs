@@ -1205,6 +1205,23 @@ fn an_ngsi_request_that_cannot_be_described_is_an_input_error() {
         ngsi_input(&batch, Some(start), true).unwrap_err(),
         input::InputError::Ngsi(crate::ngsi::NgsiError::BodyUnread)
     );
+    // Two parsers could read a repeated member differently: refused as
+    // OPA-Envoy's `parsed_body` for JSON, by `input.ngsi` for any other
+    // declared type (NGSI-LD's application/ld+json).
+    let repeated = br#"{"actionType":"delete","entities":[{"id":"a","type":"T","id":"b"}]}"#;
+    assert_eq!(
+        ngsi_input(&batch, Some(repeated), false).unwrap_err(),
+        input::InputError::BodyNotJson
+    );
+    let ld = view(
+        "POST",
+        "/v2/op/update",
+        &[("content-type", "application/ld+json")],
+    );
+    assert_eq!(
+        ngsi_input(&ld, Some(repeated), false).unwrap_err(),
+        input::InputError::Ngsi(crate::ngsi::NgsiError::BodyInvalid)
+    );
     let whole = ngsi_input(&batch, Some(start), false).unwrap();
     assert_eq!(
         at(&whole, &["ngsi", "action"]),
