@@ -17,7 +17,13 @@ mfa if "mfa" in input.identity.claims.amr
 
 is_read if http.method in {"GET", "HEAD"}
 
-is_write if http.method in {"POST", "PUT", "PATCH", "DELETE"}
+# A batch query is a read sent as POST.
+is_read if ngsi_batch_query
+
+is_write if {
+	http.method in {"POST", "PUT", "PATCH", "DELETE"}
+	not ngsi_batch_query
+}
 
 # --- APIs -------------------------------------------------------------------
 
@@ -35,6 +41,22 @@ ngsi_ld if {
 ngsi if ngsi_v2
 
 ngsi if ngsi_ld
+
+# Batch operations (/v2/op/*, /ngsi-ld/v1/entityOperations/*) name their
+# targets in the body; input.ngsi carries them.
+ngsi if input.ngsi.batch
+
+ngsi_batch_query if {
+	input.ngsi.batch
+	input.ngsi.action == "read_entities"
+}
+
+# Subscriptions: the broker later sends data to the notification URL by
+# its own request, past the gateway's response path (nothing minimizes it).
+ngsi_subscriptions if input.ngsi.action in {
+	"read_subscriptions", "create_subscriptions",
+	"update_subscriptions", "delete_subscriptions",
+}
 
 # /v2/entities/{id} or /ngsi-ld/v1/entities/{id}
 entity_id := path[2] if ngsi_v2
@@ -55,7 +77,9 @@ open311 if open311_item
 
 # Entity types asked for: the `type` query parameter (comma-separated), else
 # the type inside an NGSI-LD style id (urn:ngsi-ld:<Type>:<local id>).
-entity_types := split(input.parsed_query.type[0], ",") if {
+entity_types := input.ngsi.entity_types if {
+	input.ngsi.batch
+} else := split(input.parsed_query.type[0], ",") if {
 	count(input.parsed_query.type) == 1
 } else := [parts[2]] if {
 	parts := split(entity_id, ":")
@@ -113,6 +137,8 @@ has_reason if reason_header != ""
 
 any_api if ngsi
 
+any_api if ngsi_subscriptions
+
 any_api if open311
 
 operator_allowed if {
@@ -139,6 +165,30 @@ analyst_allowed if {
 	roles["traffic-analyst"]
 	is_read
 	open311_list
+}
+
+# Analysts may subscribe the city's own analytics collectors to what their
+# profile leaves as it is: the notifications are not minimized.
+analyst_allowed if {
+	roles["traffic-analyst"]
+	input.ngsi.action == "create_subscriptions"
+	notification_url_allowed
+	analyst_query
+	count(input.ngsi.subscription.attrs) > 0
+	every a in input.ngsi.subscription.attrs {
+		a != "*"
+		not a in data.city.analyst_hidden_attrs
+	}
+	every t in input.ngsi.entity_types {
+		t != "*"
+	}
+}
+
+# Prefixes end in "/": https://analytics.city.example.evil.example/ is not
+# https://analytics.city.example/.
+notification_url_allowed if {
+	some prefix in data.city.notification_url_prefixes
+	startswith(input.ngsi.subscription.notification_url, prefix)
 }
 
 # Open311 bodies are form-encoded (values are arrays) or JSON. A repeated

@@ -266,3 +266,82 @@ test_analysts_may_filter_on_the_rest if {
 test_operators_filter_freely if {
 	allowed_with(filtering(req("GET", parking_list, {}, operator), ["licensePlate", "*"]), "operator")
 }
+
+# --- batch operations and subscriptions (input.ngsi) --------------------------
+
+ngsi_req(method, parsed_path, identity, ngsi) := object.union(req(method, parsed_path, {}, identity), {"ngsi": ngsi})
+
+batch_query(types, attrs) := {"batch": true, "action": "read_entities", "entity_types": types, "query_attrs": attrs, "context": null}
+
+batch_write(action) := {"batch": true, "action": action, "entity_types": ["Vehicle"], "query_attrs": [], "context": null}
+
+subscribe(url, attrs, types) := {
+	"batch": false, "action": "create_subscriptions", "entity_types": types, "query_attrs": [], "context": null,
+	"subscription": {"notification_url": url, "entities": [], "attrs": attrs},
+}
+
+v2_query := ["v2", "op", "query"]
+
+v2_update := ["v2", "op", "update"]
+
+v2_subscriptions := ["v2", "subscriptions"]
+
+collector := "https://analytics.city.example/notify/traffic"
+
+test_anonymous_batch_queries_open_types_minimized if {
+	allowed_with(ngsi_req("POST", v2_query, anonymous, batch_query(["ParkingSpot"], ["occupancy"])), "open-data")
+}
+
+test_anonymous_batch_queries_no_closed_or_unknown_type if {
+	denied(ngsi_req("POST", v2_query, anonymous, batch_query(["ParkingSpot", "Vehicle"], [])))
+	denied(ngsi_req("POST", v2_query, anonymous, batch_query(["*"], [])))
+	denied(ngsi_req("POST", v2_query, anonymous, batch_query([], [])))
+	denied(ngsi_req("POST", v2_query, anonymous, batch_query(["ParkingSpot"], ["occupiedBy"])))
+}
+
+test_batch_updates_need_an_operator_with_mfa if {
+	denied(ngsi_req("POST", v2_update, operator, batch_write("update_entities")))
+	allowed_with(ngsi_req("POST", v2_update, operator_mfa, batch_write("update_entities")), "operator")
+	allowed_with(ngsi_req("POST", v2_update, operator_mfa, batch_write("delete_entities")), "operator")
+	denied(ngsi_req("POST", v2_update, analyst, batch_write("upsert_entities")))
+	denied(ngsi_req("POST", v2_update, anonymous, batch_write("create_entities")))
+}
+
+test_operators_batch_query_without_mfa if {
+	allowed_with(ngsi_req("POST", v2_query, operator, batch_query(["*"], ["*"])), "operator")
+}
+
+test_analysts_batch_query_what_their_profile_leaves if {
+	allowed_with(ngsi_req("POST", v2_query, analyst, batch_query(["TrafficFlowObserved"], ["intensity"])), "analyst")
+	denied(ngsi_req("POST", v2_query, analyst, batch_query(["TrafficFlowObserved"], ["licensePlate"])))
+}
+
+test_analysts_subscribe_the_citys_collector_to_what_their_profile_leaves if {
+	allowed_with(ngsi_req("POST", v2_subscriptions, analyst, subscribe(collector, ["intensity"], ["TrafficFlowObserved"])), "analyst")
+}
+
+test_analysts_cannot_subscribe_an_outside_url if {
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe("https://collector.example.org/hook", ["intensity"], ["TrafficFlowObserved"])))
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe("https://analytics.city.example.evil.example/notify/x", ["intensity"], ["TrafficFlowObserved"])))
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe("http://analytics.city.example/notify/x", ["intensity"], ["TrafficFlowObserved"])))
+}
+
+test_analysts_cannot_subscribe_to_what_their_profile_hides if {
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe(collector, ["intensity", "driverName"], ["TrafficFlowObserved"])))
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe(collector, ["*"], ["TrafficFlowObserved"])))
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe(collector, [], ["TrafficFlowObserved"])))
+	denied(ngsi_req("POST", v2_subscriptions, analyst, subscribe(collector, ["intensity"], ["*"])))
+}
+
+test_subscriptions_are_not_open_data if {
+	denied(ngsi_req("POST", v2_subscriptions, anonymous, subscribe(collector, ["occupancy"], ["ParkingSpot"])))
+	denied(ngsi_req("GET", v2_subscriptions, anonymous, {"batch": false, "action": "read_subscriptions", "entity_types": [], "query_attrs": [], "context": null}))
+	denied(ngsi_req("POST", v2_subscriptions, citizen_mfa, subscribe(collector, ["occupancy"], ["ParkingSpot"])))
+}
+
+test_operators_manage_subscriptions_with_mfa if {
+	read := {"batch": false, "action": "read_subscriptions", "entity_types": [], "query_attrs": [], "context": null}
+	allowed_with(ngsi_req("GET", v2_subscriptions, operator, read), "operator")
+	denied(ngsi_req("POST", v2_subscriptions, operator, subscribe("https://anywhere.example/", ["*"], ["*"])))
+	allowed_with(ngsi_req("POST", v2_subscriptions, operator_mfa, subscribe("https://anywhere.example/", ["*"], ["*"])), "operator")
+}
