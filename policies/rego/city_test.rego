@@ -6,13 +6,13 @@ import data.citygate.city
 
 # A request as citygate builds the input (OPA-Envoy v3 shape + identity).
 # `ngsi` as the filter derives it on the NGSI routes (other routes do not
-# read it): no filters, no caller context.
+# read it): the default tenant, no filters, no caller context.
 req(method, parsed_path, query, identity) := {
 	"attributes": {"request": {"http": {"method": method, "headers": {}}}},
 	"parsed_path": parsed_path,
 	"parsed_query": query,
 	"identity": identity,
-	"ngsi": {"query_attrs": [], "context": null},
+	"ngsi": {"api": "v2", "tenant": null, "service_path": [], "query_attrs": [], "context": null},
 }
 
 filtering(r, attrs) := object.union(r, {"ngsi": {"query_attrs": attrs}})
@@ -344,4 +344,55 @@ test_operators_manage_subscriptions_with_mfa if {
 	allowed_with(ngsi_req("GET", v2_subscriptions, operator, read), "operator")
 	denied(ngsi_req("POST", v2_subscriptions, operator, subscribe("https://anywhere.example/", ["*"], ["*"])))
 	allowed_with(ngsi_req("POST", v2_subscriptions, operator_mfa, subscribe("https://anywhere.example/", ["*"], ["*"])), "operator")
+}
+
+# --- tenants ------------------------------------------------------------------
+
+in_tenant(r, tenant, paths) := object.union(r, {"ngsi": {"tenant": tenant, "service_path": paths, "api": "v2"}})
+
+parking_read := req("GET", parking_list, parking_query, anonymous)
+
+test_the_default_tenant_serves_without_headers if {
+	d := decide(object.union(parking_read, {"ngsi": {"tenant": null, "service_path": [], "api": "v2"}}))
+	d.allowed
+	d.headers == {}
+}
+
+test_an_open_tenant_is_passed_on_as_judged if {
+	d := decide(in_tenant(parking_read, "parking", ["/district1", "/district2/#"]))
+	d.allowed
+	d.headers == {"fiware-service": "parking", "fiware-servicepath": "/district1,/district2/#"}
+}
+
+test_a_closed_tenant_needs_one_of_its_roles if {
+	d := decide(in_tenant(parking_read, "waste", []))
+	d.allowed == false
+	d.reason == "this caller may not use this tenant or service path"
+	denied(in_tenant(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), "waste", []))
+	allowed_with(in_tenant(req("GET", parking_list, {"type": ["TrafficFlowObserved"]}, analyst), "traffic", []), "analyst")
+	allowed_with(in_tenant(req("GET", parking_list, {}, operator), "waste", []), "operator")
+}
+
+test_unknown_and_malformed_tenants_are_refused if {
+	denied(in_tenant(parking_read, "nobody", []))
+	denied(in_tenant(parking_read, "Parking", []))
+	denied(in_tenant(parking_read, "parking/../waste", []))
+}
+
+test_service_path_traversal_and_odd_forms_are_refused if {
+	every p in ["/a/../b", "//a", "a", "/a b", "/a/", "/#/a", "/a%2Fb"] {
+		denied(in_tenant(parking_read, "parking", [p]))
+	}
+}
+
+test_writes_name_one_service_path_without_a_wildcard if {
+	w := in_tenant(req("PATCH", ["v2", "entities", "urn:ngsi-ld:ParkingSpot:1", "attrs"], {}, operator_mfa), "parking", ["/a"])
+	allowed_with(w, "operator")
+	denied(in_tenant(req("PATCH", ["v2", "entities", "x", "attrs"], {}, operator_mfa), "parking", ["/a", "/b"]))
+	denied(in_tenant(req("PATCH", ["v2", "entities", "x", "attrs"], {}, operator_mfa), "parking", ["/a/#"]))
+}
+
+test_ngsi_ld_tenants_are_passed_on_in_their_own_header if {
+	r := object.union(req("GET", ["ngsi-ld", "v1", "entities"], parking_query, anonymous), {"ngsi": {"tenant": "parking", "service_path": [], "api": "ld"}})
+	decide(r).headers == {"ngsild-tenant": "parking"}
 }
