@@ -414,7 +414,7 @@ impl Draw<'_> {
             }
             _ => {
                 // "no-route": paths the city does not expose through citygate.
-                req.path = format!("/v2/subscriptions/{:08x}", self.rng.u32(..));
+                req.path = format!("/v2/registrations/{:08x}", self.rng.u32(..));
                 req.intended = 404;
             }
         }

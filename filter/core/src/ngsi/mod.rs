@@ -138,9 +138,10 @@ pub struct Subscription {
 pub struct NgsiRequest {
     pub api: Api,
     pub action: Action,
-    /// `Fiware-Service` (NGSI-v2) or `NGSILD-Tenant` (NGSI-LD), as sent.
+    /// `Fiware-Service` (NGSI-v2) or `NGSILD-Tenant` (NGSI-LD), trimmed
+    /// and lower-cased as Orion stores it.
     pub tenant: Option<String>,
-    /// `Fiware-ServicePath`, split at commas, as sent.
+    /// `Fiware-ServicePath`, split at commas, each trimmed.
     pub service_path: Vec<String>,
     /// Sorted, without repeats, from the path, the query and the body.
     pub entity_types: Vec<String>,
@@ -168,6 +169,8 @@ pub enum NgsiError {
     RepeatedHeader(&'static str),
     /// A query parameter citygate reads appears more than once.
     RepeatedParameter(&'static str),
+    /// A tenant or service-path header not of the form the broker takes.
+    MalformedHeader(&'static str),
     /// The action depends on a body that was not buffered or exceeds
     /// `request_body.max_bytes`.
     BodyUnread,
@@ -181,6 +184,9 @@ impl NgsiError {
             Self::RepeatedHeader(name) => format!("the NGSI request repeats its `{name}` header"),
             Self::RepeatedParameter(name) => {
                 format!("the NGSI request repeats its `{name}` query parameter")
+            }
+            Self::MalformedHeader(name) => {
+                format!("the NGSI request's `{name}` header is not of the form the broker takes")
             }
             Self::BodyUnread => {
                 "the NGSI request's body is needed to authorize it and was not read whole"
@@ -234,7 +240,7 @@ pub fn derive(api: Api, request: &RequestParts<'_>) -> Result<NgsiRequest, NgsiE
     let mut ngsi = NgsiRequest {
         api,
         action: Action::Unknown,
-        tenant: tenant(api, request.headers)?,
+        tenant: tenant(api, request.headers)?.map(|t| t.to_ascii_lowercase()),
         service_path: match api {
             Api::V2 => single_header(
                 request.headers,
@@ -278,6 +284,10 @@ pub fn derive(api: Api, request: &RequestParts<'_>) -> Result<NgsiRequest, NgsiE
         let document = crate::auth::jwt::strict_json::value(bytes).ok_or(NgsiError::BodyInvalid)?;
         body::read(api, kind, &document, &mut ngsi).ok_or(NgsiError::BodyInvalid)?;
     }
+    check_tenant(&ngsi)?;
+    let reads = matches!(request.method, "GET" | "HEAD")
+        || (ngsi.batch && matches!(ngsi.action, Action::ReadEntities | Action::ReadTemporal));
+    check_service_paths(&ngsi.service_path, reads)?;
     // Nothing restricts the type: the entities could be of any type (an
     // empty list would make `every` rules hold vacuously).
     if ngsi.entity_types.is_empty() && ngsi.action.is_about_entities() {
@@ -294,6 +304,66 @@ pub fn derive(api: Api, request: &RequestParts<'_>) -> Result<NgsiRequest, NgsiE
         list.dedup();
     }
     Ok(ngsi)
+}
+
+/// Orion's service names: 1-50 letters, digits or `_` (case does not
+/// matter: it stores them lower-cased, as the input gives them).
+fn check_tenant(ngsi: &NgsiRequest) -> Result<(), NgsiError> {
+    let Some(tenant) = &ngsi.tenant else {
+        return Ok(());
+    };
+    let valid = (1..=50).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(NgsiError::MalformedHeader(match ngsi.api {
+            Api::V2 => "fiware-service",
+            Api::Ld => "ngsild-tenant",
+        }))
+    }
+}
+
+/// Orion's service paths: `/` or up to 10 levels of 1-50 letters, digits
+/// or `_`. A write names exactly one; a read up to 10, each of which may
+/// end in `/#` (the subtree). Anything else (`/a/../b`, `//a`, `/a/`) is
+/// a path two components could read differently.
+fn check_service_paths(paths: &[String], reads: bool) -> Result<(), NgsiError> {
+    let malformed = Err(NgsiError::MalformedHeader("fiware-servicepath"));
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if paths.len() > if reads { 10 } else { 1 } {
+        return malformed;
+    }
+    for path in paths {
+        let (levels, subtree) = match path.strip_suffix("/#") {
+            Some(rest) if reads => (rest, true),
+            Some(_) => return malformed,
+            None => (path.as_str(), false),
+        };
+        let valid = match levels {
+            "" => subtree,
+            "/" => !subtree,
+            _ => {
+                let segments: Vec<&str> = match levels.strip_prefix('/') {
+                    Some(rest) => rest.split('/').collect(),
+                    None => return malformed,
+                };
+                segments.len() <= 10
+                    && segments.iter().all(|s| {
+                        (1..=50).contains(&s.len())
+                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
+            }
+        };
+        if !valid {
+            return malformed;
+        }
+    }
+    Ok(())
 }
 
 fn param<'a>(request: &RequestParts<'a>, name: &str) -> Option<&'a str> {

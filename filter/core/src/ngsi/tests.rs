@@ -675,3 +675,80 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn tenants_and_service_paths_take_the_brokers_form() {
+    let derive_with = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        let headers = pairs(headers);
+        derive(Api::V2, &request(method, path, &[], &headers, Some(b"{}")))
+    };
+    let ok = derive_with(
+        "GET",
+        "/v2/entities",
+        &[
+            ("fiware-service", " Parking "),
+            ("fiware-servicepath", "/a/b_1, /c/#, /#, /"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(ok.tenant.as_deref(), Some("parking"));
+    assert_eq!(ok.service_path, strings(&["/a/b_1", "/c/#", "/#", "/"]));
+    for service in ["", "a-b", "a/b", "ä", &"x".repeat(51)] {
+        assert_eq!(
+            derive_with("GET", "/v2/entities", &[("fiware-service", service)]),
+            Err(NgsiError::MalformedHeader("fiware-service")),
+            "{service:?}"
+        );
+    }
+    for path in [
+        "/a/../b", "//a", "a", "/a b", "/a/", "/#/a", "/a%2Fb", "/a/./b", "#", "/a,,/b",
+    ] {
+        assert_eq!(
+            derive_with("GET", "/v2/entities", &[("fiware-servicepath", path)]),
+            Err(NgsiError::MalformedHeader("fiware-servicepath")),
+            "{path:?}"
+        );
+    }
+    let eleven = vec!["/a"; 11].join(",");
+    let deep = format!("/{}", vec!["a"; 11].join("/"));
+    for path in [eleven.as_str(), deep.as_str()] {
+        assert!(
+            derive_with("GET", "/v2/entities", &[("fiware-servicepath", path)]).is_err(),
+            "{path}"
+        );
+    }
+    // A write names one path, without a subtree.
+    assert!(derive_with(
+        "PATCH",
+        "/v2/entities/e/attrs",
+        &[("fiware-servicepath", "/a")]
+    )
+    .is_ok());
+    for path in ["/a,/b", "/a/#", "/#"] {
+        assert_eq!(
+            derive_with(
+                "PATCH",
+                "/v2/entities/e/attrs",
+                &[("fiware-servicepath", path)]
+            ),
+            Err(NgsiError::MalformedHeader("fiware-servicepath")),
+            "{path}"
+        );
+    }
+    // A batch query is a read.
+    let headers = pairs(&[("fiware-servicepath", "/a/#,/b")]);
+    assert!(derive(
+        Api::V2,
+        &request("POST", "/v2/op/query", &[], &headers, Some(b"{}"))
+    )
+    .is_ok());
+    // NGSI-LD tenants follow the same form.
+    let headers = pairs(&[("ngsild-tenant", "a b")]);
+    assert_eq!(
+        derive(
+            Api::Ld,
+            &request("GET", "/ngsi-ld/v1/entities", &[], &headers, None)
+        ),
+        Err(NgsiError::MalformedHeader("ngsild-tenant"))
+    );
+}
