@@ -709,8 +709,8 @@ fn tenants_and_service_paths_take_the_brokers_form() {
             "{path:?}"
         );
     }
-    let eleven = vec!["/a"; 11].join(",");
-    let deep = format!("/{}", vec!["a"; 11].join("/"));
+    let eleven = ["/a"; 11].join(",");
+    let deep = format!("/{}", ["a"; 11].join("/"));
     for path in [eleven.as_str(), deep.as_str()] {
         assert!(
             derive_with("GET", "/v2/entities", &[("fiware-servicepath", path)]).is_err(),
